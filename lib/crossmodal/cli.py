@@ -1,0 +1,173 @@
+"""The ``crossmodal`` command line.
+
+    crossmodal tasks                          # the task registry, with data presence
+    crossmodal methods                        # registered methods and their options
+    crossmodal run --task smoke_digits --method nft --profile smoke --out runs/x
+    crossmodal reproduce --profile smoke      # every smoke task x method into reports/
+    crossmodal data download|verify|generate|list ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from pathlib import Path
+
+from crossmodal.errors import CrossmodalError
+
+
+def _parse_options(items: list[str] | None) -> dict:
+    """``["k=v", ...]`` -> dict, values parsed as Python literals when possible."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise CrossmodalError(f"option {item!r} must look like name=value")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def _data_present(task, root: Path) -> str:
+    if task.offline:
+        return "offline"
+    try:
+        from crossmodal.data import presence
+
+        return "yes" if presence.is_present(task.key, root) else "no"
+    except (ImportError, AttributeError):
+        return "?"
+
+
+def cmd_tasks(args) -> int:
+    from crossmodal.data.root import data_root
+    from crossmodal.metrics import get_metric
+    from crossmodal.tasks import list_tasks
+
+    root = data_root(args.data_root)
+    rows = []
+    for t in list_tasks():
+        metric = get_metric(t.metric)
+        rows.append([t.key, t.benchmark, t.modality, "x".join(map(str, t.input_shape)), t.output,
+                     str(t.num_outputs), metric.display, "lower" if t.lower_is_better else "higher",
+                     t.paper_data_size, _data_present(t, root)])
+    header = ["task", "benchmark", "mod", "input", "output", "K", "metric", "better", "paper size",
+              "data"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print(f"\ndata root: {root}  (set CROSSMODAL_DATA or --data-root to change it)")
+    return 0
+
+
+def cmd_methods(args) -> int:
+    import dataclasses
+
+    from crossmodal.methods import METHODS, get_method
+
+    for name in sorted(METHODS):
+        m = get_method(name)
+        opts = ", ".join(f"{f.name}={getattr(m.config, f.name)!r}"
+                         for f in dataclasses.fields(m.config))
+        print(f"{name:14s} {m.paper}\n{'':14s} options: {opts or '(none)'}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from crossmodal.runner import run
+
+    out = args.out or f"runs/{args.task}/{args.method}/{args.profile}/seed{args.seed}"
+    result = run(
+        args.task, args.method, args.profile, epochs=args.epochs, seed=args.seed, out=out,
+        resume=args.resume, body=args.body, data_root=args.data_root,
+        method_options=_parse_options(args.option), train_options=_parse_options(args.train),
+        progress=not args.no_progress,
+    )
+    metric = result["metric"]
+    print(json.dumps({
+        "task": result["task"], "method": result["method"], "profile": result["profile"],
+        "metric": metric["display"], "final": round(result["final_metric"], 4),
+        "best": round(result["best_metric"], 4), "wall_seconds": round(result["wall_seconds"], 1),
+        "results": str(Path(out) / "results.json"),
+    }, indent=2))
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from crossmodal.reproduce import reproduce
+
+    return reproduce(profile=args.profile, only=args.only, reports=args.reports,
+                     progress=not args.no_progress)
+
+
+def cmd_data(argv: list[str]) -> int:
+    from crossmodal.data.cli import main as data_main
+
+    return data_main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crossmodal",
+        description="Cross-modal fine-tuning kit: ORCA, PaRe, MoNA, RECRAFT and baselines.",
+        epilog="`crossmodal data --help` lists the data commands (download, verify, generate).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("tasks", help="list the task registry and whether each task's data is here")
+    p.add_argument("--data-root", help="data folder (default: $CROSSMODAL_DATA or ./data)")
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("methods", help="list the registered methods and their options")
+    p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("run", help="train and evaluate one method on one task",
+                       description="Train one method on one task and write results.json, "
+                       "metrics.jsonl (per epoch) and a checkpoint per epoch into --out.")
+    p.add_argument("--task", required=True, help="task key (see `crossmodal tasks`)")
+    p.add_argument("--method", default="nft", help="method name (see `crossmodal methods`)")
+    p.add_argument("--profile", default="smoke", choices=["smoke", "lab", "paper"])
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the profile's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output folder (default runs/<task>/<method>/<profile>/seed<S>)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--body", help="override the profile's body (minilm, minilm-random, "
+                   "roberta-base, swin-base, ...)")
+    p.add_argument("--data-root", help="data folder (default: $CROSSMODAL_DATA or ./data)")
+    p.add_argument("--option", "-o", action="append", metavar="NAME=VALUE",
+                   help="a method option, e.g. -o align_epochs=5 (repeatable)")
+    p.add_argument("--train", "-t", action="append", metavar="NAME=VALUE",
+                   help="a training option, e.g. -t lr=1e-4 -t batch_size=8 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("reproduce", help="run the smoke/lab/paper reproduction into reports/")
+    p.add_argument("--profile", default="smoke", choices=["smoke", "lab", "paper"])
+    p.add_argument("--only", nargs="*", help="only these notebooks / tasks")
+    p.add_argument("--reports", default="reports", help="reports folder (default: reports)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_reproduce)
+
+    sub.add_parser("data", help="download, verify or generate datasets (see `crossmodal data "
+                   "--help`)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "data":
+        return cmd_data(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CrossmodalError as err:
+        print(f"crossmodal: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,16 @@
+"""Cross-modal fine-tuning methods, registered by name (``get_method("orca")``).
+
+One module per method; each defines a config dataclass and a :class:`Method` subclass.
+"""
+
+from crossmodal.methods import baselines  # noqa: F401  (registers scratch, nft, fpt)
+from crossmodal.methods.base import (
+    METHODS,
+    Method,
+    MethodConfig,
+    RunContext,
+    get_method,
+    register_method,
+)
+
+__all__ = ["METHODS", "Method", "MethodConfig", "RunContext", "get_method", "register_method"]

@@ -1,0 +1,99 @@
+"""The method interface and registry (PEFT-style: a config dataclass per method, by name).
+
+A method changes three things around the shared training loop, never the loop itself:
+
+1. ``prepare(model, task, ctx)``: structural changes that must exist before a checkpoint is
+   loaded (attach extra modules to ``model.extras``, swap a part).
+2. ``pretrain(model, task, splits, ctx)``: a stage before fine-tuning (ORCA's distribution
+   alignment, MoNA's meta-learned embedder, ...). Skipped when a run resumes from a
+   fine-tuning checkpoint, because its result is in the checkpoint. Returns a JSON-able dict
+   that goes into ``results.json`` under ``method_report``.
+3. ``trainable_parameters(model)`` and ``loss_fn(task)``: what the fine-tuning stage optimises
+   and with which loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import nn
+
+from crossmodal.errors import InvalidInputError, unknown_name
+from crossmodal.training import LossFn, task_loss_fn
+
+
+@dataclass
+class RunContext:
+    """What a method may need to know about the run."""
+
+    profile: str = "smoke"
+    seed: int = 0
+    out_dir: Path | None = None
+    progress: bool = True
+    device: str = "cpu"
+    data_root: Path | None = None
+
+
+@dataclass
+class MethodConfig:
+    """Base class of the per-method config dataclasses."""
+
+
+class Method:
+    """Base class: plain fine-tuning of every parameter with the task loss (NFT)."""
+
+    name: ClassVar[str] = "base"
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    paper: ClassVar[str] = ""
+
+    def __init__(self, config: MethodConfig | None = None) -> None:
+        self.config = config if config is not None else self.config_class()
+
+    def body_name(self, default: str) -> str:
+        """The body this method uses, given the profile's default body."""
+        return default
+
+    def prepare(self, model: nn.Module, task, ctx: RunContext) -> None:
+        """Structural changes before any checkpoint is loaded (default: none)."""
+
+    def pretrain(self, model: nn.Module, task, splits: dict, ctx: RunContext) -> dict[str, Any]:
+        """Stages before fine-tuning (default: none)."""
+        return {}
+
+    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        """Parameters the fine-tuning stage optimises (default: all)."""
+        return list(model.parameters())
+
+    def loss_fn(self, task) -> LossFn:
+        """The fine-tuning loss (default: the task loss)."""
+        return task_loss_fn(task)
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: make a method available by ``cls.name``."""
+    if cls.name in METHODS:
+        raise ValueError(f"method {cls.name!r} is registered twice")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str, **overrides: Any) -> Method:
+    """Instantiate a registered method, with config fields overridden by keyword."""
+    from crossmodal import methods  # noqa: F401  (registers the built-in methods)
+
+    if name not in METHODS:
+        raise unknown_name("method", name, list(METHODS))
+    cls = METHODS[name]
+    valid = {f.name for f in fields(cls.config_class)}
+    bad = sorted(set(overrides) - valid)
+    if bad:
+        raise InvalidInputError(
+            f"method {name!r} has no option(s) {', '.join(bad)}; its options are: "
+            f"{', '.join(sorted(valid)) or '(none)'}"
+        )
+    return cls(cls.config_class(**overrides))

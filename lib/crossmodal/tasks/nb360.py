@@ -1,0 +1,69 @@
+"""The 10 NAS-Bench-360 tasks (PaRe Table 8 / RECRAFT Table 11, shapes from ORCA's configs).
+
+Their data is fetched by ``crossmodal data download <TASK>``; the loaders live in
+:mod:`crossmodal.data.nb360`. Patch/image sizes here are for the text bodies (at most 512
+positions); the Swin body uses its own 224-pixel, 4-pixel-patch embedder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from crossmodal.tasks.registry import Splits, TaskSpec, register_task
+
+
+def _loader(key: str):
+    def load(root: Path) -> Splits:
+        from crossmodal.data.nb360 import load_nb360
+
+        return load_nb360(key, root)
+
+    return load
+
+
+_NB = "NAS-Bench-360"
+# key, modality, input shape, output, num_outputs, output_shape, loss, metric, size, patch, image
+_TASKS = [
+    ("CIFAR100", "2D", (3, 32, 32), "classification", 100, (), "cross_entropy", "error01",
+     "60K", 4, 32),
+    ("Spherical", "2D", (3, 60, 60), "classification", 100, (), "cross_entropy", "error01",
+     "60K", 4, 64),
+    ("NinaPro", "2D", (1, 16, 52), "classification", 18, (), "cross_entropy", "error01",
+     "3,956", 4, 64),
+    ("FSD50K", "2D", (1, 96, 102), "multilabel", 200, (200,), "bce_logits", "1-map",
+     "51K", 4, 96),
+    ("DarcyFlow", "2D", (1, 85, 85), "dense", 1, (1, 85, 85), "relative_l2", "relative_l2",
+     "1.1K", 4, 84),
+    ("PSICOV", "2D", (57, 128, 128), "dense", 1, (1, 128, 128), "mse", "mae8",
+     "3,606", 8, 128),
+    ("Cosmic", "2D", (1, 128, 128), "dense", 1, (1, 128, 128), "bce_logits", "1-auroc",
+     "5,250", 8, 128),
+    ("ECG", "1D", (1, 1000), "classification", 4, (), "cross_entropy", "1-f1",
+     "330K", 4, None),
+    ("Satellite", "1D", (1, 46), "classification", 24, (), "cross_entropy", "error01",
+     "1M", 1, None),
+    ("DeepSEA", "1D", (4, 1000), "multilabel", 36, (36,), "bce_logits", "1-auroc",
+     "250K", 4, None),
+]
+
+for (key, modality, shape, output, k, out_shape, loss, metric, size, patch, image) in _TASKS:
+    register_task(
+        TaskSpec(
+            key=key,
+            benchmark=_NB,
+            modality=modality,
+            input_shape=shape,
+            output=output,
+            num_outputs=k,
+            output_shape=out_shape,
+            loss=loss,
+            metric=metric,
+            lower_is_better=True,
+            paper_data_size=size,
+            source="NAS-Bench-360 (Tu et al. 2022); ORCA preprocessing",
+            loader=_loader(key),
+            patch_size=patch,
+            image_size=image,
+            continuous_labels=output == "dense" and key != "Cosmic",
+        )
+    )

@@ -1,0 +1,328 @@
+"""One readable training loop for every method and task.
+
+``fit`` trains a model on a task's train split and evaluates the task metric on the test
+split after every epoch. Device placement and mixed precision go through ``accelerate``, so
+the same loop runs on the CPU, one GPU, or several (``accelerate launch -m crossmodal.cli
+run ...``). Methods change what is trained and the loss, never the loop: they pass a
+``loss_fn(model, batch, state) -> loss`` and the parameters to optimise.
+
+Reproducibility: torch threads are pinned and every epoch reseeds the data order and the
+dropout RNG from ``(seed, epoch)``; so two runs with the same seed give identical metrics,
+and a run resumed from the checkpoint of epoch e continues exactly as the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+from crossmodal.errors import InvalidInputError, NonFiniteLossError, unknown_name
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tuning settings (defaults per task and profile: :func:`crossmodal.profiles.train_defaults`).
+
+    The learning rate warms up linearly for ``warmup_frac`` of the optimiser steps, then
+    follows ``schedule`` down to zero (ORCA uses warm-up followed by a decay).
+    """
+
+    epochs: int = 3
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup_frac: float = 0.1
+    grad_accum: int = 1
+    clip_grad: float | None = 1.0
+    seed: int = 0
+    num_threads: int | None = 2
+    mixed_precision: str = "no"
+    device: str = "auto"
+    progress: bool = True
+    keep_checkpoint: bool = False
+
+    def validate(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
+        if self.schedule not in SCHEDULES:
+            raise unknown_name("schedule", self.schedule, SCHEDULES)
+        for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InvalidInputError(f"lr must be a positive number, got {self.lr}")
+
+
+def seed_everything(seed: int, num_threads: int | None = None) -> None:
+    """Seed python, numpy and torch; pin torch's CPU threads (determinism across runs)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if num_threads:
+        torch.set_num_threads(num_threads)
+
+
+class EpochSampler(Sampler[int]):
+    """A shuffling sampler whose order depends only on ``(seed, epoch)``."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def to_dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+    return TensorDataset(torch.as_tensor(x), torch.as_tensor(y))
+
+
+def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise InvalidInputError("nothing to train: every parameter is frozen")
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    warmup = int(cfg.warmup_frac * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        if cfg.schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        if cfg.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+@dataclass
+class TrainState:
+    """What a method's loss function may read: the epoch, step and totals."""
+
+    epoch: int = 0
+    step: int = 0
+    epochs: int = 1
+    steps_per_epoch: int = 1
+    extra: dict = field(default_factory=dict)
+
+
+LossFn = Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor], TrainState], torch.Tensor]
+
+
+def task_loss_fn(task) -> LossFn:
+    """The plain supervised loss of a task: ``loss(model(x), y)``."""
+    from crossmodal.losses import get_loss
+
+    loss = get_loss(task.loss)
+
+    def fn(model, batch, state):
+        x, y = batch
+        return loss(model(x), y)
+
+    return fn
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, accelerator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model outputs and targets over a loader, gathered on the CPU as float tensors."""
+    model.eval()
+    outs, ys = [], []
+    for x, y in loader:
+        out = model(x)
+        if accelerator is not None:
+            out, y = accelerator.gather_for_metrics((out, y))
+        outs.append(out.float().cpu())
+        ys.append(y.cpu())
+    return torch.cat(outs), torch.cat(ys)
+
+
+def evaluate(model: nn.Module, task, loader, accelerator=None) -> float:
+    """The task metric (in the paper's units) on a loader."""
+    from crossmodal.metrics import get_metric
+
+    pred, target = predict(model, loader, accelerator)
+    return float(get_metric(task.metric).fn(pred, target))
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fit(
+    model: nn.Module,
+    task,
+    splits: dict,
+    cfg: TrainConfig,
+    out_dir: str | Path | None = None,
+    *,
+    loss_fn: LossFn | None = None,
+    params: Iterable[nn.Parameter] | None = None,
+    resume: bool = False,
+    extra_state: dict | None = None,
+    on_epoch_start: Callable[[TrainState], None] | None = None,
+    on_epoch_end: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Train ``model`` on ``splits["train"]``, evaluating ``task.metric`` on ``splits["test"]``.
+
+    Parameters
+    ----------
+    model : the network; a method may have frozen parts of it.
+    task : the :class:`~crossmodal.tasks.TaskSpec` (loss, metric).
+    splits : ``{"train": (x, y), "test": (x, y)}`` numpy arrays.
+    cfg : the :class:`TrainConfig`.
+    out_dir : where ``metrics.jsonl`` and ``checkpoint.pt`` go (None: nothing written).
+    loss_fn : ``loss_fn(model, (x, y), state) -> scalar``; default: the task loss.
+    params : parameters to optimise; default: those with ``requires_grad``.
+    resume : continue from ``out_dir/checkpoint.pt`` if it exists.
+    extra_state : a dict saved in (and restored from) the checkpoint, for method state.
+    on_epoch_start, on_epoch_end : callbacks (``on_epoch_end`` receives the epoch record).
+
+    Returns
+    -------
+    The per-epoch records: ``{"epoch", "train_loss", "test_metric", "lr", "seconds"}``.
+    """
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    cfg.validate()
+    seed_everything(cfg.seed, cfg.num_threads)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt" if out is not None else None
+    loss_fn = loss_fn or task_loss_fn(task)
+
+    cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision)
+    train_ds, test_ds = to_dataset(*splits["train"]), to_dataset(*splits["test"])
+    sampler = EpochSampler(len(train_ds), cfg.seed)
+    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler)
+    test_loader = DataLoader(test_ds, batch_size=cfg.eval_batch_size, shuffle=False)
+
+    optimizer = make_optimizer(params if params is not None else model.parameters(), cfg)
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch * cfg.epochs)
+    model, optimizer, train_loader, test_loader = accelerator.prepare(
+        model, optimizer, train_loader, test_loader
+    )
+
+    history: list[dict] = []
+    start_epoch = 0
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt["config"]["epochs"] != cfg.epochs:
+            raise InvalidInputError(
+                f"{ckpt_path} was written by a run of {ckpt['config']['epochs']} epochs; resume "
+                f"it with the same number of epochs (got {cfg.epochs}) or use a new --out"
+            )
+        accelerator.unwrap_model(model).load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        history = ckpt["history"]
+        start_epoch = ckpt["epoch"] + 1
+        # The log may hold epochs after the checkpoint (a crash between the two writes):
+        # rewrite it from the checkpoint's history so that each epoch appears once.
+        (out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+        if extra_state is not None:
+            extra_state.update(ckpt.get("extra_state", {}))
+    elif out is not None and (out / "metrics.jsonl").exists():
+        (out / "metrics.jsonl").unlink()  # a fresh run starts a fresh log
+
+    state = TrainState(epochs=cfg.epochs, steps_per_epoch=steps_per_epoch)
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        sampler.set_epoch(epoch)
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout etc. depend on (seed, epoch)
+        state.epoch = epoch
+        if on_epoch_start is not None:
+            on_epoch_start(state)
+        model.train()
+        total, count = 0.0, 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not cfg.progress)
+        for step, (x, y) in enumerate(bar):
+            state.step = step
+            loss = loss_fn(model, (x, y), state)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"the training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}"
+                    f" (lr {cfg.lr}). Lower the learning rate, keep gradient clipping on, or "
+                    "check the inputs for extreme values; the last good checkpoint is kept"
+                    + (f" in {ckpt_path}" if ckpt_path else "")
+                )
+            accelerator.backward(loss / cfg.grad_accum)
+            last = step + 1 == len(train_loader)
+            if (step + 1) % cfg.grad_accum == 0 or last:
+                if cfg.clip_grad:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            total += loss.item() * len(x)
+            count += len(x)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        metric = evaluate(model, task, test_loader, accelerator)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": total / max(count, 1),
+            "test_metric": metric,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(record)
+        if out is not None and accelerator.is_main_process:
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            _atomic_save(
+                {
+                    "epoch": epoch,
+                    "model": accelerator.unwrap_model(model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "history": history,
+                    "config": asdict(cfg),
+                    "extra_state": extra_state or {},
+                },
+                ckpt_path,
+            )
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+    if ckpt_path is not None and ckpt_path.exists() and not cfg.keep_checkpoint:
+        ckpt_path.unlink()  # the run is complete; results.json and metrics.jsonl remain
+    return history
