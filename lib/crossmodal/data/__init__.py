@@ -1,0 +1,1 @@
+"""Data: the download hub, PDE generators and loaders of the paper tasks."""
