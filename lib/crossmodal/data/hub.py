@@ -546,8 +546,14 @@ class VerifyReport:
     def complete(self) -> bool:
         return all(f.status not in ("missing", "partial") for f in self.files)
 
+    @property
+    def corrupt(self) -> bool:
+        """Some file or cache differs from its checksum (missing files do not count)."""
+        return any(f.status == "mismatch" for f in self.files)
+
     def __str__(self) -> str:
-        lines = [f"{self.name}: {'OK' if self.ok else 'PROBLEMS'}"]
+        state = "OK" if self.ok else "CORRUPT" if self.corrupt else "INCOMPLETE"
+        lines = [f"{self.name}: {state}"]
         for f in self.files:
             lines.append(f"  [{f.status:8s}] {f.path}" + (f"  {f.detail}" if f.detail else ""))
         return "\n".join(lines)
