@@ -231,3 +231,38 @@ def test_generate_script_runs_from_the_checkout(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "DarcyFlow2D: wrote" in proc.stdout
     assert get_task("DarcyFlow2D").load(tmp_path)["train"][0].shape == (9, 1, 8, 8)
+
+
+def test_real_layouts_without_generators_load(tmp_path):
+    """Navier-Stokes (three single arrays) and shallow water (groups), as PDEBench writes them."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "pdebench"
+    folder.mkdir()
+    with h5py.File(folder / pdebench.SPECS["NavierStokes1D"].filename, "w") as f:
+        for name in ("density", "Vx", "pressure"):
+            f[name] = rng.normal(size=(20, 6, 32)).astype(np.float32)
+        f["t-coordinate"] = np.arange(7, dtype=np.float32)
+    ns = get_task("NavierStokes1D").load(tmp_path)
+    assert ns["train"][0].shape == (18, 3, 32)
+    with h5py.File(folder / pdebench.SPECS["NavierStokes1D"].filename) as f:
+        np.testing.assert_array_equal(ns["test"][1][:, 1], f["Vx"][:2, -1])
+    with h5py.File(folder / pdebench.SPECS["ShallowWater2D"].filename, "w") as f:
+        for i in range(10):
+            f[f"{i:04d}/data"] = rng.normal(size=(4, 8, 8, 1)).astype(np.float32)
+            f[f"{i:04d}/grid/t"] = np.arange(4, dtype=np.float32)
+    sw = get_task("ShallowWater2D").load(tmp_path)
+    assert sw["train"][0].shape == (9, 1, 8, 8) and sw["test"][0].shape == (1, 1, 8, 8)
+    with h5py.File(folder / pdebench.SPECS["ShallowWater2D"].filename) as f:
+        np.testing.assert_array_equal(sw["test"][1][0, 0], f["0009/data"][-1, ..., 0])  # last 10 %
+
+
+def test_real_file_is_preferred_over_generated(tmp_path):
+    pdebench.generate_task_file("advection1d", tmp_path, n_samples=10, resolution=16, n_steps=3)
+    assert pdebench.find_source("Advection1D", tmp_path)[1] == "generated"
+    real = pdebench.generate_task_file("advection1d", tmp_path / "other", n_samples=10,
+                                       resolution=16, n_steps=3, seed=4)
+    real.rename(pdebench.real_path("Advection1D", tmp_path))
+    path, kind = pdebench.find_source("Advection1D", tmp_path)
+    assert kind == "real" and path.name == "1D_Advection_Sols_beta0.4.hdf5"
+    assert pdebench.load_pdebench("Advection1D", tmp_path, prefer="generated")["train"][0].shape \
+        == (9, 1, 16)
