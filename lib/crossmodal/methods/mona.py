@@ -1,0 +1,404 @@
+r"""MoNA (Ma et al., ICML 2024): modality knowledge alignment by a meta-learned embedder.
+
+Implemented from the survey slides (``seeds/000``, ``001``, slides 37-45); MoNA has no
+public code. Notation: target embedder :math:`e(\cdot;\phi_e)` (``model.embedder``), body
+:math:`f(\cdot;\theta_f)` (``model.body``), head :math:`h(\cdot;\theta_h)`; the body's
+pretrained input layer :math:`e(\cdot;\theta^S_e)` embeds the proxy source data.
+
+**Stage 1** (``meta_steps`` = I_1 iterations), each on a target batch and a proxy batch:
+
+1. inner loss :math:`\mathcal L_{inner}` = the task loss of the model on the target batch;
+2. virtual step of the body, :math:`\theta_f^* = \theta_f - \alpha\nabla_{\theta_f}
+   \mathcal L_{inner}` (kept in the graph: second order);
+3. source features :math:`f_i = \mathrm{pool}(f(e(x^s_i;\theta^S_e);\theta_f^*))` through the
+   virtually updated body (``torch.func.functional_call``);
+4. :math:`\mathcal L_{outer} = \mathcal L_{align} + \mathcal L_{uniform}` on the source
+   features and labels, :math:`\mathcal L'_{outer} = \lambda\mathcal L_{outer} +
+   \mathcal L_{inner}`;
+5. one Adam step (learning rate :math:`\beta`) on the embedder (and the head, see below).
+
+The body is never really updated in stage 1 (the virtual update is discarded), which is
+Algorithm 1's "initialise the target model with :math:`\phi_e` and :math:`\theta^S_{f_0}`"
+at every iteration. **Stage 2** is vanilla fine-tuning of everything from there.
+
+**Modality knowledge discrepancy** (Algorithm 2): :func:`modality_discrepancy` (random
+search over class subsets and label permutations) and :func:`modality_discrepancy_exact`
+(all subsets, best permutation by linear assignment, or brute force). The method reports
+it before and after stage 1 when the proxy has at least as many classes as the target,
+with a linear probe on the proxy's body features as the source classifier.
+
+Choices where the slides leave room (ours):
+
+* **Signs** (inconsistency 13): the slides write
+  :math:`-\mathbb E\|f_i-f_j\|^2 - \log\mathbb E e^{-2\|f_i-f_j\|^2}` and *minimise* it, which
+  would push same-class features apart and collapse the rest: the opposite of "high
+  quality, discriminative source representations". We use Wang & Isola's losses with their
+  signs, both minimised (``signs="standard"``); ``signs="slides"`` reproduces the slides.
+* **Normalisation**: features are L2-normalised before both losses (``normalize=True``), as
+  in Wang & Isola; without it the uniformity loss is unbounded below (scale features up).
+* **Pairs**: alignment averages over ordered pairs i != j with equal labels (0 when a batch
+  has none); uniformity over pairs i < j, with t = ``uniformity_t`` (2).
+* **Virtual step**: plain SGD on the body only. The head's virtual update does not reach
+  :math:`\mathcal L_{outer}`, which uses body features only. Dropout is off in stage 1 so
+  that the virtual and the real forward passes are the same function.
+* **Head**: ``train_head=True`` lets the outer Adam step also update the head (by the
+  gradient of :math:`\mathcal L'_{outer}`), so that stage 2 starts from a head fitted to the
+  meta-learned embedder; the slides do not say what happens to the head.
+* **Defaults** (the slides give none): :math:`\alpha` = ``inner_lr`` = 1e-3,
+  :math:`\beta` = ``outer_lr`` = 1e-3, :math:`\lambda` = ``outer_weight`` = 1,
+  I_1 = ``meta_steps`` = 50, batches of 16 target and 16 proxy samples. A stage-1
+  iteration costs about seven plain training steps (second-order backward through the
+  body, proxy sequences of 64 tokens): about 3 s with MiniLM on one CPU core, so the
+  defaults keep the smoke profile within minutes; raise them with ``-o meta_steps=...``.
+* **Discrepancy distance d**: ``"disagreement"`` (fraction of samples whose subset-argmax
+  source class differs from the permuted target label; in [0, 1], matching the algorithm's
+  initial value 1), ``"tv"`` (total variation between the source softmax restricted to B
+  and the one-hot target, :math:`1 - p_B(\pi(y_i))`), ``"kl"`` (:math:`-\log p_B(\pi(y_i))`,
+  unbounded, so its search starts at +inf instead of 1).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from tqdm.auto import tqdm
+
+from crossmodal.errors import InvalidInputError
+from crossmodal.methods.base import Method, MethodConfig, RunContext, register_method
+
+SIGNS = ("standard", "slides")
+DISTANCES = ("disagreement", "tv", "kl")
+
+
+@dataclass
+class MoNAConfig(MethodConfig):
+    """MoNA's settings (none are given in the slides; see the module docstring).
+
+    meta_steps : I_1, outer iterations of stage 1 (0: plain fine-tuning).
+    inner_lr : alpha, the SGD step of the virtual update.
+    outer_lr : beta, the Adam learning rate of the embedder (and head) in stage 1.
+    outer_weight : lambda in L'_outer = lambda * L_outer + L_inner.
+    meta_batch_size, source_batch_size : target and proxy samples per iteration.
+    uniformity_t : t of the uniformity loss (Wang & Isola: 2).
+    normalize : L2-normalise features before alignment/uniformity.
+    signs : ``"standard"`` (Wang & Isola) or ``"slides"`` (as written in the slides).
+    train_head : the outer step also updates the head.
+    proxy, proxy_samples : proxy dataset (None: the body's default) and its size.
+    discrepancy_trials : I of Algorithm 2 for the report (0: skip).
+    discrepancy_distance : d of Algorithm 2 (``"disagreement"`` | ``"tv"`` | ``"kl"``).
+    """
+
+    meta_steps: int = 50
+    inner_lr: float = 1e-3
+    outer_lr: float = 1e-3
+    outer_weight: float = 1.0
+    meta_batch_size: int = 16
+    source_batch_size: int = 16
+    uniformity_t: float = 2.0
+    normalize: bool = True
+    signs: str = "standard"
+    train_head: bool = True
+    proxy: str | None = None
+    proxy_samples: int = 500
+    discrepancy_trials: int = 100
+    discrepancy_distance: str = "disagreement"
+
+    def __post_init__(self) -> None:
+        if self.signs not in SIGNS:
+            raise InvalidInputError(f"signs must be one of {SIGNS}, got {self.signs!r}")
+        if self.discrepancy_distance not in DISTANCES:
+            raise InvalidInputError(f"discrepancy_distance must be one of {DISTANCES}, got "
+                                    f"{self.discrepancy_distance!r}")
+        if self.meta_steps < 0 or self.discrepancy_trials < 0:
+            raise InvalidInputError("meta_steps and discrepancy_trials must be >= 0")
+        if self.meta_batch_size < 1 or self.source_batch_size < 2:
+            raise InvalidInputError("meta_batch_size must be >= 1 and source_batch_size >= 2")
+
+
+# ------------------------------------------------------------- alignment and uniformity
+
+
+def _check_features(features: Tensor) -> None:
+    if features.ndim != 2:
+        raise InvalidInputError(f"expected features of shape (n, D), got {tuple(features.shape)}")
+
+
+def alignment_loss(features: Tensor, labels: Tensor, *, normalize: bool = True) -> Tensor:
+    r"""Wang & Isola's alignment over same-class pairs,
+    :math:`\mathcal L_{align} = \mathbb E_{i\ne j:\,y_i=y_j}\|f_i-f_j\|_2^2` (0 without pairs)."""
+    _check_features(features)
+    f = F.normalize(features, dim=1) if normalize else features
+    same = labels[:, None] == labels[None, :]
+    same.fill_diagonal_(False)
+    if not same.any():
+        return f.sum() * 0.0
+    sq = (f[:, None, :] - f[None, :, :]).pow(2).sum(-1)
+    return sq[same].mean()
+
+
+def uniformity_loss(features: Tensor, *, t: float = 2.0, normalize: bool = True) -> Tensor:
+    r"""Wang & Isola's uniformity, :math:`\mathcal L_{uniform} = \log\mathbb E_{i<j}
+    e^{-t\|f_i-f_j\|_2^2}` (computed with a log-sum-exp)."""
+    _check_features(features)
+    if len(features) < 2:
+        raise InvalidInputError("uniformity_loss needs at least two features")
+    f = F.normalize(features, dim=1) if normalize else features
+    sq = torch.pdist(f).pow(2)
+    return torch.logsumexp(-t * sq, 0) - math.log(len(sq))
+
+
+def outer_loss(features: Tensor, labels: Tensor, *, t: float = 2.0, normalize: bool = True,
+               signs: str = "standard") -> tuple[Tensor, Tensor, Tensor]:
+    """``(L_outer, L_align, L_uniform)``; ``signs="slides"`` negates both terms as the slides do."""
+    align = alignment_loss(features, labels, normalize=normalize)
+    unif = uniformity_loss(features, t=t, normalize=normalize)
+    sign = 1.0 if signs == "standard" else -1.0
+    return sign * (align + unif), align, unif
+
+
+# -------------------------------------------------------------------------- virtual step
+
+
+def virtual_step(loss: Tensor, params: dict[str, Tensor], lr: float, *,
+                 create_graph: bool = True) -> dict[str, Tensor]:
+    r"""One SGD step kept in the autograd graph, :math:`\theta^* = \theta - \alpha
+    \nabla_\theta\mathcal L`, returned as a new name -> tensor dict (``params`` untouched).
+
+    With ``create_graph=True`` the result is differentiable with respect to whatever
+    ``loss`` depends on (second-order meta-gradients). Parameters that ``loss`` does not
+    depend on are returned unchanged.
+    """
+    names = list(params)
+    grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph,
+                                allow_unused=True)
+    return {n: params[n] if g is None else params[n] - lr * g for n, g in zip(names, grads)}
+
+
+def pooled_body_features(body: nn.Module, params: dict[str, Tensor], tokens: Tensor,
+                         mask: Tensor) -> Tensor:
+    """Body features of proxy tokens with the given (virtual) body parameters, mean-pooled
+    over real tokens."""
+    out = functional_call(body, params, (tokens,))
+    m = mask.unsqueeze(-1).to(out.dtype)
+    return (out * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def meta_step(model: nn.Module, task_loss, batch: tuple[Tensor, Tensor],
+              source: tuple[Tensor, Tensor, Tensor], cfg: MoNAConfig) -> dict[str, Tensor]:
+    r"""One stage-1 iteration's losses; ``total`` = :math:`\mathcal L'_{outer}`, differentiable
+    in the embedder and head parameters (through the virtual step of the body)."""
+    x, y = batch
+    tokens, mask, ys = source
+    # Fused attention kernels have no double backward: use the math kernel for the whole
+    # second-order graph.
+    with sdpa_kernel(SDPBackend.MATH):
+        inner = task_loss(model(x), y)
+        body_params = dict(model.body.named_parameters())
+        updated = virtual_step(inner, body_params, cfg.inner_lr)
+        feats = pooled_body_features(model.body, updated, tokens, mask)
+    outer, align, unif = outer_loss(feats, ys, t=cfg.uniformity_t, normalize=cfg.normalize,
+                                    signs=cfg.signs)
+    total = cfg.outer_weight * outer + inner
+    return {"total": total, "inner": inner, "outer": outer, "align": align, "uniform": unif}
+
+
+# ------------------------------------------------------- modality knowledge discrepancy
+
+
+def _prepare_discrepancy(source_logits, target_labels, num_classes, distance):
+    z = torch.as_tensor(source_logits, dtype=torch.float64)
+    y = torch.as_tensor(target_labels).long()
+    if z.ndim != 2 or y.shape != z.shape[:1]:
+        raise InvalidInputError(f"expected source_logits (n, m) and target_labels (n,), got "
+                                f"{tuple(z.shape)} and {tuple(y.shape)}")
+    if distance not in DISTANCES:
+        raise InvalidInputError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    k = int(num_classes) if num_classes is not None else int(y.max()) + 1
+    if z.shape[1] < k:
+        raise InvalidInputError(
+            f"Algorithm 2 assumes at least as many source classes as target classes; got "
+            f"{z.shape[1]} source and {k} target classes (use a proxy with more classes)")
+    return z, y, k
+
+
+def _cost_table(z: Tensor, y: Tensor, subset: tuple[int, ...], k: int, distance: str) -> Tensor:
+    """C[a, b]: summed per-sample distance when target class a is mapped to subset slot b."""
+    zb = z[:, list(subset)]
+    onehot_t = F.one_hot(y, k).to(z.dtype)  # (n, K)
+    if distance == "disagreement":
+        per = 1.0 - F.one_hot(zb.argmax(1), k).to(z.dtype)  # 1 where slot b is not the argmax
+    elif distance == "tv":
+        per = 1.0 - zb.softmax(1)
+    else:
+        per = -zb.log_softmax(1)
+    return onehot_t.T @ per  # (K, K)
+
+
+def _value(cost: Tensor, perm, n: int) -> float:
+    return float(cost[torch.arange(len(perm)), torch.as_tensor(perm)].sum()) / n
+
+
+def modality_discrepancy(source_logits, target_labels, *, trials: int = 100,
+                         distance: str = "disagreement", seed: int = 0,
+                         num_classes: int | None = None) -> float:
+    r"""MoNA's Algorithm 2: random search for :math:`\min_{\pi,B}\frac1n\sum_i
+    d(p(y^s_B\mid x_i), p(\pi(y^t)\mid x_i))`.
+
+    Parameters
+    ----------
+    source_logits : (n, m) logits of the source classifier on the (embedded) target samples.
+    target_labels : (n,) integer target labels, K classes (K <= m).
+    trials : I, the number of random (subset, permutation) draws.
+    distance : ``"disagreement"`` | ``"tv"`` | ``"kl"`` (see the module docstring).
+    seed : seeds the draws (a ``torch.Generator``).
+    num_classes : K (default ``max(target_labels) + 1``).
+
+    Returns
+    -------
+    The smallest :math:`D_{exp}` found, starting from 1 (``+inf`` for ``"kl"``).
+    """
+    z, y, k = _prepare_discrepancy(source_logits, target_labels, num_classes, distance)
+    gen = torch.Generator().manual_seed(seed)
+    best = 1.0 if distance != "kl" else math.inf
+    tables: dict[tuple[int, ...], Tensor] = {}  # a subset drawn again reuses its table
+    for _ in range(trials):
+        subset = tuple(sorted(torch.randperm(z.shape[1], generator=gen)[:k].tolist()))
+        perm = torch.randperm(k, generator=gen).tolist()  # target class a -> slot perm[a]
+        if subset not in tables:
+            tables[subset] = _cost_table(z, y, subset, k, distance)
+        best = min(best, _value(tables[subset], perm, len(y)))
+    return best
+
+
+def modality_discrepancy_exact(source_logits, target_labels, *, distance: str = "disagreement",
+                               num_classes: int | None = None, search: str = "assignment",
+                               max_evaluations: int = 10_000_000) -> float:
+    r"""The exact :math:`D(M^s, M^t)` of the definition: the minimum over every class subset
+    B and every permutation.
+
+    ``search="assignment"`` solves the permutation for each subset as a linear assignment
+    (the objective is a sum over samples of a cost that depends on the pair (target class,
+    subset slot)), so it scales to CIFAR-10-sized sources; ``"brute"`` enumerates all
+    :math:`\binom{m}{K} K!` pairs (tiny cases, to check the former).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    z, y, k = _prepare_discrepancy(source_logits, target_labels, num_classes, distance)
+    m = z.shape[1]
+    n_evals = math.comb(m, k) * (math.factorial(k) if search == "brute" else 1)
+    if n_evals > max_evaluations:
+        raise InvalidInputError(f"exact search needs {n_evals} evaluations (> max_evaluations="
+                                f"{max_evaluations}); use modality_discrepancy with trials")
+    best = math.inf
+    for subset in itertools.combinations(range(m), k):
+        cost = _cost_table(z, y, subset, k, distance)
+        if search == "assignment":
+            rows, cols = linear_sum_assignment(cost.numpy())
+            best = min(best, float(cost.numpy()[rows, cols].sum()) / len(y))
+        elif search == "brute":
+            for perm in itertools.permutations(range(k)):
+                best = min(best, _value(cost, perm, len(y)))
+        else:
+            raise InvalidInputError(f"search must be 'assignment' or 'brute', got {search!r}")
+    return best
+
+
+# ----------------------------------------------------------------------------- method
+
+
+@register_method
+class MoNA(Method):
+    name = "mona"
+    config_class = MoNAConfig
+    paper = "MoNA: modality knowledge alignment (Ma et al., ICML 2024)"
+
+    def pretrain(self, model: nn.Module, task, splits: dict, ctx: RunContext) -> dict[str, Any]:
+        from crossmodal.losses import get_loss
+        from crossmodal.methods.recraft import (
+            body_source_features,
+            recalibrate_source_head,
+            target_features,
+        )
+        from crossmodal.proxies import default_proxy, load_proxy, source_tokens
+
+        cfg = self.config
+        report: dict[str, Any] = {"signs": cfg.signs, "meta_steps": cfg.meta_steps}
+        if cfg.meta_steps == 0:
+            return report
+        gen = torch.Generator().manual_seed(ctx.seed)
+        proxy = load_proxy(cfg.proxy or default_proxy(model.body.kind, ctx.profile),
+                           max_samples=cfg.proxy_samples, seed=ctx.seed)
+        tokens, mask = source_tokens(model.body, proxy)
+        ys = torch.as_tensor(proxy.labels)
+        x, y = (torch.as_tensor(a) for a in splits["train"])
+        report.update(proxy=proxy.name, proxy_samples=len(proxy))
+
+        # Algorithm 2 needs a source classifier over the proxy classes: a linear probe on
+        # the pretrained body's features of the proxy (plain cross-entropy).
+        probe = None
+        can_measure = (cfg.discrepancy_trials > 0 and task.output == "classification"
+                       and proxy.num_classes >= task.num_outputs)
+        if can_measure:
+            probe = nn.Linear(model.body.out_size, proxy.num_classes)
+            probe_stats = recalibrate_source_head(
+                probe, body_source_features(model.body, tokens, mask), ys, kappa=1.0, rho=0.0,
+                epochs=200, lr=1e-2)
+            report["probe_accuracy"] = probe_stats["accuracy"]
+        else:
+            report["discrepancy_skipped"] = (
+                "needs a classification task with at most as many classes as the proxy "
+                f"({proxy.num_classes}) and discrepancy_trials > 0")
+
+        def discrepancy() -> float:
+            with torch.no_grad():
+                model.eval()
+                logits = probe(target_features(model, x))
+            return modality_discrepancy(logits, y, trials=cfg.discrepancy_trials, seed=ctx.seed,
+                                        distance=cfg.discrepancy_distance,
+                                        num_classes=task.num_outputs)
+
+        if probe is not None:
+            report["discrepancy_before"] = discrepancy()
+
+        loss = get_loss(task.loss)
+        params = list(model.embedder.parameters())
+        if cfg.train_head:
+            params += list(model.head.parameters())
+        opt = torch.optim.Adam(params, lr=cfg.outer_lr)
+        curves: dict[str, list[float]] = {"inner": [], "align": [], "uniform": [], "total": []}
+        model.eval()  # no dropout: the virtual and real forward passes are the same function
+        for _ in tqdm(range(cfg.meta_steps), desc="MoNA stage 1", disable=not ctx.progress,
+                      leave=False):
+            bt = torch.randperm(len(x), generator=gen)[: cfg.meta_batch_size]
+            bs = torch.randperm(len(ys), generator=gen)[: cfg.source_batch_size]
+            out = meta_step(model, loss, (x[bt], y[bt]), (tokens[bs], mask[bs], ys[bs]), cfg)
+            if not torch.isfinite(out["total"]):
+                raise InvalidInputError(f"MoNA stage 1: the loss became {out['total'].item()}; "
+                                        "lower inner_lr/outer_lr or check the inputs")
+            grads = torch.autograd.grad(out["total"], params, allow_unused=True)
+            opt.zero_grad(set_to_none=True)
+            for p, g in zip(params, grads):
+                p.grad = g
+            opt.step()
+            for key in curves:
+                curves[key].append(float(out[key]))
+        model.train()
+        report["curves"] = curves
+        if probe is not None:
+            report["discrepancy_after"] = discrepancy()
+            model.train()
+        return report
+
+
+__all__ = [
+    "MoNA", "MoNAConfig", "alignment_loss", "meta_step", "modality_discrepancy",
+    "modality_discrepancy_exact", "outer_loss", "uniformity_loss", "virtual_step",
+]
