@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from crossmodal.data.pdebench import spec_for_splits
 from crossmodal.data.root import data_root as resolve_data_root
 from crossmodal.errors import InvalidInputError
 from crossmodal.methods import RunContext, get_method
@@ -100,6 +101,7 @@ def run(
     seed_everything(seed, cfg.num_threads)
     if splits is None:
         splits = load_task_data(spec, profile, data_root, seed)
+    spec = spec_for_splits(spec, splits)  # generated PDE files are smaller than the paper's
     out_dir = Path(out) if out is not None else None
     ctx = RunContext(profile=prof.name, seed=seed, out_dir=out_dir, progress=progress,
                      data_root=Path(resolve_data_root(data_root)))

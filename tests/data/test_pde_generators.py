@@ -266,3 +266,13 @@ def test_real_file_is_preferred_over_generated(tmp_path):
     assert kind == "real" and path.name == "1D_Advection_Sols_beta0.4.hdf5"
     assert pdebench.load_pdebench("Advection1D", tmp_path, prefer="generated")["train"][0].shape \
         == (9, 1, 16)
+
+
+def test_spec_follows_the_size_of_generated_data(tmp_path):
+    pdebench.generate_task_file("darcy2d", tmp_path, n_samples=10, resolution=8)
+    spec = get_task("DarcyFlow2D")
+    adapted = pdebench.spec_for_splits(spec, spec.load(tmp_path))
+    assert adapted.input_shape == (1, 8, 8) and adapted.output_shape == (1, 8, 8)
+    assert adapted.image_size == 8 and adapted.key == spec.key
+    digits = get_task("smoke_digits")
+    assert pdebench.spec_for_splits(digits, digits.load(tmp_path)) is digits
