@@ -224,3 +224,25 @@ def test_unknown_dataset_lists_valid_names(manifest_setup, capsys):
     path, root = manifest_setup
     assert data_main(["download", "Nope", "--dest", str(root), "--manifest", str(path)]) == 2
     assert "Pub" in capsys.readouterr().err
+
+
+def test_list_shows_every_entry_and_presence(tmp_path, capsys):
+    assert data_main(["list", "--dest", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for name in ("Advection1D", "NavierStokes1D", "DeepSEA", "FSD50K", "CIFAR10", "CoNLL2003",
+                 "PascalVOC2012"):
+        assert name in out
+    assert str(tmp_path) in out
+
+
+def test_download_script_dry_run_uses_the_packaged_manifest(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "data_scripts" / "download.py"
+    proc = subprocess.run([sys.executable, str(script), "pdebench", "--dry-run", "--dest",
+                           str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "8 of 8 files to fetch" in proc.stdout and "GiB" in proc.stdout
+    assert "darus.uni-stuttgart.de/api/access/datafile/255674" in proc.stdout
+    assert not any(tmp_path.iterdir())  # a dry run writes nothing
