@@ -21,6 +21,8 @@ entry than the tensor's time axis (PDEBench builds it as ``arange(T + 1) * dt_sa
 last entry is unused). Initial conditions follow PDEBench's recipe (Takamoto et al. 2022,
 App. D): a sum of two sine waves with random integer wave numbers, amplitudes and phases,
 with probability 0.1 an absolute value and, independently, a tanh window, and a random sign.
+(PDEBench divides the wave numbers by ``xc[-1] - xc[0]``, slightly less than 1; the kit uses
+the unit length so that the sine part is exactly periodic.)
 
 Where the kit departs from PDEBench's solvers (which are finite-volume codes in JAX), the
 docstrings say so; the tests in ``tests/data/test_pde.py`` check each solver against an exact
@@ -119,7 +121,8 @@ def generate_advection_1d(n_samples: int = 256, resolution: int = 256, n_steps: 
 
     PDEBench solves this with a second-order finite-volume scheme; the exact shift used here
     has no numerical diffusion. Defaults give the time grid ORCA reads from the real file
-    (201 steps every 0.01 subsampled by 5: 41 steps every 0.05 up to T = 2).
+    (201 steps every 0.01 subsampled by 5: 41 steps every 0.05 up to T = 2). Initial
+    conditions: :func:`random_sine_ic` with wave numbers 1..4, as PDEBench's generator.
 
     Returns
     -------
@@ -130,7 +133,7 @@ def generate_advection_1d(n_samples: int = 256, resolution: int = 256, n_steps: 
     rng = np.random.default_rng(seed)
     x = cell_centres(resolution)
     t, t_coord, _ = _time_axes(n_steps, t_final)
-    params = random_sine_ic(rng, n_samples, k_max=8)
+    params = random_sine_ic(rng, n_samples, k_max=4)  # PDEBench's advection uses k_tot = 4
     tensor = np.empty((n_samples, n_steps, resolution), dtype=np.float32)
     for k, tk in enumerate(t):
         shifted = np.mod(x - beta * tk, 1.0)
