@@ -190,15 +190,26 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
 
 
 def input_gradient_norms(head: nn.Module, features: Tensor, labels: Tensor, *,
-                         create_graph: bool = False) -> Tensor:
+                         create_graph: bool = False, method: str = "auto") -> Tensor:
     r"""Per-sample ``||\nabla_z CE(h(z), y)||_2`` at ``z = features``, shape ``(n,)``.
 
-    The samples are independent, so the gradient of the summed loss with respect to the
-    batch of inputs holds each sample's own gradient in its row.
+    For a linear head the gradient has the closed form :math:`W^\top(\mathrm{softmax}(Wz+b)
+    - e_y)` (``method="auto"``); otherwise (or with ``method="autograd"``) it comes from
+    autograd: the samples are independent, so the gradient of the summed loss with respect
+    to the batch holds each sample's own gradient in its row. ``create_graph=True`` keeps
+    the result differentiable with respect to the head's parameters.
     """
+    labels = labels.long()
+    if method == "auto" and isinstance(head, nn.Linear):
+        with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
+            residual = head(features.detach()).softmax(1) - F.one_hot(
+                labels, head.out_features).to(features.dtype)
+            norms = (residual @ head.weight).norm(dim=1)
+        return norms if create_graph else norms.detach()
     z = features.detach().requires_grad_(True)
-    loss = F.cross_entropy(head(z), labels.long(), reduction="sum")
-    (grad,) = torch.autograd.grad(loss, z, create_graph=create_graph)
+    with torch.enable_grad():
+        loss = F.cross_entropy(head(z), labels, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, z, create_graph=create_graph)
     return grad.norm(dim=1)
 
 
