@@ -4,6 +4,8 @@ One module per method; each defines a config dataclass and a :class:`Method` sub
 """
 
 from crossmodal.methods import baselines  # noqa: F401  (registers scratch, nft, fpt)
+from crossmodal.methods import mona  # noqa: F401
+from crossmodal.methods import recraft  # noqa: F401
 from crossmodal.methods import pare  # noqa: F401
 from crossmodal.methods import gap_adaptive  # noqa: F401
 from crossmodal.methods.base import (
