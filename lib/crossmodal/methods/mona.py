@@ -389,7 +389,7 @@ class MoNA(Method):
                 p.grad = g
             opt.step()
             for key in curves:
-                curves[key].append(float(out[key]))
+                curves[key].append(float(out[key].detach()))
         model.train()
         report["curves"] = curves
         if probe is not None:

@@ -41,6 +41,8 @@ Choices where the paper (whose formulas were lost in our copy) leaves room, all 
 * **Sinkhorn.** POT's ``sinkhorn2`` (log-domain) needs an explicit regularisation; we use
   ``fa_reg`` times the mean cost of the current batch (a scale-free choice, the scale is not
   differentiated). The value is the transport cost ``<P, C>`` of the entropic plan.
+* **Proxy size.** Every proxy sample goes through the body (64 tokens, about 40 ms each
+  with MiniLM on one CPU core), so ``proxy_samples`` defaults to 500 rather than ORCA's 5000.
 * **Stage-1 batches.** Each stage-1 epoch runs over at most ``stage1_samples`` random target
   training samples in mini-batches of ``stage1_batch_size``, one Adam step (``stage1_lr``)
   per batch; FA compares each batch with all proxy features.
