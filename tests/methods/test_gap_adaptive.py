@@ -230,3 +230,17 @@ def test_gap_adaptive_runs_two_epochs_end_to_end_and_writes_results(key, method,
         assert rep["expanded_size"] == 32 * 3 * 3 and len(rep["contrastive_curve"]) == \
             options.get("contrastive_epochs", 3)
         assert saved["config"]["method"]["gate"] == "attention"
+
+
+@pytest.mark.slow
+def test_crossmodal_run_cli_trains_version_b_with_tuple_options(tmp_path, capsys):
+    from crossmodal.cli import main
+
+    code = main(["run", "--task", "smoke_gunpoint", "--method", "gap_adaptive_b", "--profile",
+                 "smoke", "--epochs", "2", "-o", "noise_scales=(0.2, 0.4)", "-o",
+                 "contrastive_epochs=1", "-o", "proxy_samples=64", "-t", "batch_size=25",
+                 "--out", str(tmp_path), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["config"]["method"]["noise_scales"] == [0.2, 0.4]
+    assert saved["method_report"]["expanded_size"] == 50 * 2 * 3

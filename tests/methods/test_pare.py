@@ -309,3 +309,16 @@ def test_pare_runs_two_epochs_end_to_end_and_writes_results(key, options, tmp_pa
         assert saved["config"]["method"][name] == value
     rep = saved["method_report"]
     assert rep["k0_effective"] == min(options.get("k0", 3000), rep["n_patches"])
+
+
+@pytest.mark.slow
+def test_crossmodal_run_cli_trains_pare_with_a_schedule_switch(tmp_path, capsys):
+    from crossmodal.cli import main
+
+    code = main(["run", "--task", "smoke_gunpoint", "--method", "pare", "--profile", "smoke",
+                 "--epochs", "2", "-o", "k_schedule=exponential", "-o", "proxy_samples=64",
+                 "-t", "batch_size=25", "--out", str(tmp_path), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["method"] == "pare" and len(saved["epochs"]) == 2
+    assert saved["config"]["method"]["k_schedule"] == "exponential"
