@@ -17,6 +17,7 @@ from crossmodal.methods.pare import (
     PaReMixer,
     k_schedule,
     mix_weight,
+    paper_k0,
     select_patches,
 )
 from crossmodal.methods.patching import (
@@ -91,6 +92,11 @@ def test_schedule_errors_say_what_is_wrong():
         k_schedule("linear", 3, 6, 5)
     with pytest.raises(InvalidInputError, match="total_epochs"):
         k_schedule("linear", 3, 0, 0)
+
+
+def test_paper_k0_is_3000_except_200_for_cosmic():
+    assert paper_k0("Cosmic") == 200 and paper_k0("CIFAR100") == 3000
+    assert paper_k0("smoke_gunpoint") == 3000 and PaReConfig().k0 is None
 
 
 def test_lambda_is_k_over_n_or_k_over_k0():
@@ -275,7 +281,7 @@ def test_mixed_loss_trains_gate_and_source_head_only_with_the_source_loss(gunpoi
     model.zero_grad()
     state = TrainState(epoch=0, epochs=2)
     m.loss_fn(model.task)(model, (x, y), state).backward()
-    assert state.extra["pare_k"] == 15  # k0 = 3000 capped to N = 15 patches
+    assert m.k0 == 3000 and state.extra["pare_k"] == 15  # k0 = 3000 capped to N = 15 patches
     gate_grad = model.extras["pare_gate"].net.weight.grad
     assert gate_grad is not None and gate_grad.abs().sum() > 0
     head = model.extras["pare_source_head"].linear.weight.grad

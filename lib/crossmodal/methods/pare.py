@@ -25,7 +25,8 @@ Switches (the paper's ablations): ``k_schedule`` (Table 4), ``mixing`` (Table 4)
 
 Choices where the paper leaves room (also in docs/methods_pare_gap.md):
 
-* **k0 and N**: A.2.6 sets k0 = 3000 (200 for Cosmic); Alg. 1 uses k0 = N. k0 is capped to
+* **k0 and N**: A.2.6 sets k0 = 3000 (200 for Cosmic); Alg. 1 uses k0 = N. ``k0=None`` (the
+  default) means the paper's value for the task (:func:`paper_k0`). k0 is capped to
   the number of patches N, so the default is the paper's k0 wherever N <= 3000 and Alg. 1's
   k0 = N otherwise. k is an integer (Alg. 1's ``int()``, i.e. the floor).
 * **lambda**: k/N (paper, Alg. 1) by default; ``lambda_mode="k_over_k0"`` gives the slides'
@@ -93,6 +94,9 @@ MIXINGS = ("patch_replacement", "mixup", "cutmix")
 SELECTIONS = ("gate", "random")
 VARIANTS = ("pare", "target_mixup", "target_mask", "no_source_loss")
 
+#: PaRe A.2.6: initial k for every task, and the exception.
+PAPER_K0, PAPER_K0_EXCEPTIONS = 3000, {"Cosmic": 200}
+
 #: Rate r of the exponential schedule and number of steps of the piecewise schedule.
 EXP_RATE = 3.0
 PIECES = 4
@@ -150,6 +154,11 @@ def k_schedule(kind: str, k0: int, epoch: int, total_epochs: int, *, k_final: in
     return int(min(k0, max(k_final, math.floor(k_final + span * frac + 1e-9))))
 
 
+def paper_k0(task_key: str) -> int:
+    """PaRe's k0 for a task (A.2.6): 200 for Cosmic, 3000 for every other task."""
+    return PAPER_K0_EXCEPTIONS.get(task_key, PAPER_K0)
+
+
 def mix_weight(k: int, n_patches: int, k0: int, mode: str = "k_over_N") -> float:
     """lambda, the source share of the mixed loss: k/N (paper) or k/k0 (slides; k0 capped)."""
     if mode not in LAMBDA_MODES:
@@ -162,7 +171,8 @@ def mix_weight(k: int, n_patches: int, k0: int, mode: str = "k_over_N") -> float
 class PaReConfig(MethodConfig):
     """PaRe's options (defaults: the paper's; see the module docstring for open choices).
 
-    k0, k_final : initial and final number of replaced patches (capped to N).
+    k0, k_final : initial and final number of replaced patches (capped to N); k0=None: the
+        paper's (200 for Cosmic, 3000 otherwise).
     k_schedule : ``linear`` | ``exponential`` | ``piecewise`` | ``non_gradual`` | ``constant``.
     lambda_mode : ``k_over_N`` (paper) | ``k_over_k0`` (slides).
     gate : ``fc`` | ``mlp`` | ``mlp_dropout`` | ``attention``; gate_hidden, gate_dropout: MLP.
@@ -175,7 +185,7 @@ class PaReConfig(MethodConfig):
     source_align : ``tile`` | ``resample`` | ``truncate`` (source length -> N).
     """
 
-    k0: int = 3000
+    k0: int | None = None
     k_final: int = 0
     k_schedule: str = "linear"
     lambda_mode: str = "k_over_N"
@@ -200,7 +210,8 @@ class PaReConfig(MethodConfig):
             if getattr(self, name) not in valid:
                 raise InvalidInputError(f"{name} must be one of {valid}, "
                                         f"got {getattr(self, name)!r}")
-        if self.k0 < 0 or self.k_final < 0 or self.k_final > self.k0:
+        k0 = PAPER_K0 if self.k0 is None else self.k0
+        if k0 < 0 or self.k_final < 0 or self.k_final > k0:
             raise InvalidInputError(f"need 0 <= k_final <= k0, got k0={self.k0}, "
                                     f"k_final={self.k_final}")
         if self.tau <= 0:
@@ -233,8 +244,9 @@ def select_patches(
 class PaReMixer:
     """Builds the mixed batch of one step for a PaRe config (pure given the RNG state)."""
 
-    def __init__(self, cfg: PaReConfig, grid: int | None = None) -> None:
+    def __init__(self, cfg: PaReConfig, grid: int | None = None, k0: int | None = None) -> None:
         self.cfg, self.grid = cfg, grid
+        self.k0 = k0 if k0 is not None else (PAPER_K0 if cfg.k0 is None else cfg.k0)
 
     def scores(self, gate: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
         if self.cfg.selection == "random" or gate is None:
@@ -250,7 +262,7 @@ class PaReMixer:
         cfg, n = self.cfg, x_t.shape[1]
         if cfg.variant == "target_mixup":
             perm = torch.randperm(x_t.shape[0], device=x_t.device)
-            lam = mix_weight(k, n, cfg.k0, cfg.lambda_mode)
+            lam = mix_weight(k, n, self.k0, cfg.lambda_mode)
             return mixup_embeddings(x_t, x_t[perm], lam), {"lam": lam, "perm": perm}
         if cfg.variant == "target_mask":
             st = self.scores(gate, x_t)
@@ -258,16 +270,16 @@ class PaReMixer:
             replace = subset_mask(st, k, tau=cfg.tau, largest=False)
             return x_t * (1.0 - replace).unsqueeze(-1), {"lam": 0.0}
         if cfg.mixing == "mixup":
-            lam = mix_weight(k, n, cfg.k0, cfg.lambda_mode)
+            lam = mix_weight(k, n, self.k0, cfg.lambda_mode)
             return mixup_embeddings(x_t, x_s, lam), {"lam": lam}
         if cfg.mixing == "cutmix":
             mixed, _, box = cutmix_embeddings(x_t, x_s, k, grid=self.grid)
-            return mixed, {"lam": mix_weight(int(box.sum()), n, cfg.k0, cfg.lambda_mode)}
+            return mixed, {"lam": mix_weight(int(box.sum()), n, self.k0, cfg.lambda_mode)}
         replace, take = select_patches(self.scores(gate, x_t), self.scores(gate, x_s), k,
                                        tau=cfg.tau, gumbel_scale=cfg.gumbel_scale,
                                        src_valid=src_valid)
         mixed, _, _ = replace_patches(x_t, x_s, replace, take, k)
-        return mixed, {"lam": mix_weight(k, n, cfg.k0, cfg.lambda_mode)}
+        return mixed, {"lam": mix_weight(k, n, self.k0, cfg.lambda_mode)}
 
 
 def token_grid(task, n_patches: int) -> int | None:
@@ -290,6 +302,7 @@ class PaRe(Method):
         super().__init__(config)
         self.bank: SourceBank | None = None
         self.seed = 0
+        self.k0 = PAPER_K0 if self.config.k0 is None else self.config.k0
 
     # -- structure -------------------------------------------------------------------------
     def needs_source(self) -> bool:
@@ -298,6 +311,9 @@ class PaRe(Method):
     def prepare(self, model: nn.Module, task, ctx: RunContext) -> None:
         cfg = self.config
         self.seed = ctx.seed
+        self.k0 = paper_k0(task.key) if cfg.k0 is None else cfg.k0
+        if cfg.k_final > self.k0:
+            raise InvalidInputError(f"k_final={cfg.k_final} exceeds k0={self.k0} for {task.key}")
         model.extras[self.GATE_KEY] = GateNetwork(model.body.hidden_size, cfg.gate,
                                                   cfg.gate_hidden, cfg.gate_dropout)
         if self.needs_source():
@@ -315,14 +331,14 @@ class PaRe(Method):
     def k_at(self, epoch: int, epochs: int, n_patches: int) -> int:
         cfg = self.config
         rng = np.random.default_rng([self.seed, epoch]) if cfg.k_schedule == "non_gradual" else None
-        return k_schedule(cfg.k_schedule, cfg.k0, epoch, epochs, k_final=cfg.k_final, rng=rng,
+        return k_schedule(cfg.k_schedule, self.k0, epoch, epochs, k_final=cfg.k_final, rng=rng,
                           n_patches=n_patches)
 
     def pretrain(self, model: nn.Module, task, splits: dict, ctx: RunContext) -> dict[str, Any]:
         """No stage before fine-tuning (PaRe is end to end); reports the setup."""
         n = self.num_patches(model)
         cfg = self.config
-        report: dict[str, Any] = {"n_patches": n, "k0_effective": min(cfg.k0, n),
+        report: dict[str, Any] = {"n_patches": n, "k0": self.k0, "k0_effective": min(self.k0, n),
                                   "lambda_mode": cfg.lambda_mode, "k_schedule": cfg.k_schedule}
         if self.bank is not None:
             report.update(proxy=self.bank.name, proxy_samples=len(self.bank),
@@ -340,7 +356,7 @@ class PaRe(Method):
             emb_t = model.embedder(x)
             n = emb_t.shape[1]
             if "mixer" not in state_cache:
-                state_cache["mixer"] = PaReMixer(cfg, token_grid(task, n))
+                state_cache["mixer"] = PaReMixer(cfg, token_grid(task, n), self.k0)
             mixer = state_cache["mixer"]
             p_t = model.head(model.body(emb_t))
             l_tar = loss(p_t, y)
