@@ -462,8 +462,9 @@ def run_grid(
             cached = {(task, seed): load_splits(nb, task, seed)}
         out = nb.output_dir / "runs" / task / _slug(v.name) / f"seed{seed}" if keep else None
         done = out / "results.json" if out is not None else None
-        body = v.body.format(default=default_body(get_task(task), nb.profile)) if v.body else None
-        key = (task, seed, v.method, repr(sorted(v.options.items())), body)
+        default = default_body(get_task(task), nb.profile)
+        body = v.body.format(default=default) if v.body else None
+        key = (task, seed, *_config_key(v.method, v.options), body or default)
         if memo is not None and key in memo:
             rows.append({**memo[key], "variant": v.name})
             continue
@@ -497,6 +498,14 @@ def run_row(result: dict[str, Any], variant: str | None = None) -> dict[str, Any
         "body": result["body"], "n_train": result["n_train"], "n_test": result["n_test"],
         "wall_seconds": result["wall_seconds"],
     }
+
+
+def _config_key(method: str, options: dict[str, Any]) -> tuple[str, str]:
+    """A method's full config (defaults filled in): equal keys mean identical runs."""
+    from crossmodal.methods import get_method
+
+    cfg = dataclasses.asdict(get_method(method, **options).config)
+    return method, repr(sorted(cfg.items()))
 
 
 def _slug(name: str) -> str:
