@@ -244,3 +244,28 @@ def test_crossmodal_run_cli_trains_version_b_with_tuple_options(tmp_path, capsys
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["config"]["method"]["noise_scales"] == [0.2, 0.4]
     assert saved["method_report"]["expanded_size"] == 50 * 2 * 3
+
+
+def test_embedder_stage_can_be_another_methods_stage_one(gunpoint):
+    from crossmodal.errors import UnknownNameError
+    from crossmodal.methods import METHODS
+
+    model, x, y = gunpoint
+    ctx = RunContext(profile="smoke", seed=0, progress=False)
+    splits = {"train": (x, y)}
+    m = get_method("gap_adaptive_a", embedder_stage="nft")
+    assert m.run_embedder_stage(model, model.task, splits, ctx) == {"nft_report": {}}
+    with pytest.raises(InvalidInputError, match="gap-adaptive"):
+        get_method("gap_adaptive_a", embedder_stage="gap_adaptive_b").run_embedder_stage(
+            model, model.task, splits, ctx)
+    with pytest.raises(UnknownNameError):
+        get_method("gap_adaptive_a", embedder_stage="orka").run_embedder_stage(
+            model, model.task, splits, ctx)
+    if "orca" not in METHODS:  # the ORCA module lands separately
+        pytest.skip("the orca method is not registered in this checkout")
+    before = [p.detach().clone() for p in model.embedder.parameters()]
+    fast = {"align_epochs": 2, "proxy_samples": 300, "eval_samples": 24}
+    report = get_method("gap_adaptive_a", embedder_stage="orca", embedder_stage_options=fast
+                        ).run_embedder_stage(model, model.task, splits, ctx)["orca_report"]
+    assert "otdd_before" in report and "otdd_after" in report
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.embedder.parameters()))

@@ -9,7 +9,7 @@ docs/methods_pare_gap.md).
 1. Embedder training (``embedder_stage``): ``"emb"`` trains only the target embedder with
    the task loss, everything else frozen (the slides' "Emb" baseline); ``"orca"``/``"mona"``
    (or any registered method name) runs that method's stage 1 (its ``pretrain``) on the
-   model; ``"none"`` skips the stage.
+   model (options: ``embedder_stage_options``); ``"none"`` skips the stage.
 2. Modality-gap estimation: :math:`e^t_i = g^s(f^t(x^t_i))`, :math:`e^s_i = g^s(f^s(x^s_i))`
    (body outputs, mean-pooled over tokens), and
    :math:`D = \\mathrm{OTDD}(\\{e^t_i, y^t_i\\}, \\{e^s_i, y^s_i\\})` for discrete target
@@ -254,6 +254,8 @@ class GapAdaptiveAConfig(MethodConfig):
     """Version A's options (see the module docstring).
 
     embedder_stage : ``none`` | ``emb`` | a registered method name (``orca``, ``mona``).
+    embedder_stage_options : options of that method's config (a dict; CLI:
+        ``-o "embedder_stage_options={'align_epochs': 2}"``).
     embedder_epochs, embedder_lr, embedder_batch_size : the ``emb`` stage.
     gap_distance : ``auto`` | ``otdd`` | ``mmd``; otdd_inner : ``exact`` | ``gaussian``.
     gap_samples : target and proxy samples used to estimate D.
@@ -263,6 +265,7 @@ class GapAdaptiveAConfig(MethodConfig):
     """
 
     embedder_stage: str = "emb"
+    embedder_stage_options: dict | None = None
     embedder_epochs: int = 1
     embedder_lr: float = 1e-3
     embedder_batch_size: int = 16
@@ -322,7 +325,8 @@ class GapAdaptiveA(Method):
                 batch_size=cfg.embedder_batch_size, seed=ctx.seed)}
         if cfg.embedder_stage in (self.name, "gap_adaptive_b"):
             raise InvalidInputError("embedder_stage cannot be a gap-adaptive method itself")
-        stage = get_method(cfg.embedder_stage)  # orca, mona, ...: their stage 1
+        # orca, mona, ...: their stage 1 with their own options
+        stage = get_method(cfg.embedder_stage, **(cfg.embedder_stage_options or {}))
         stage.prepare(model, task, ctx)
         return {f"{cfg.embedder_stage}_report": stage.pretrain(model, task, splits, ctx)}
 
