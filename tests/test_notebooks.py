@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -313,3 +314,31 @@ def test_reproduce_runs_notebooks_continues_past_failures_and_updates(tmp_path, 
     updated = nbformat.read(nbs / "b_works.ipynb", as_version=4)
     assert len(updated.cells) == 2 and updated.cells[1].outputs
     assert math.isfinite(np.float64(done["wall_seconds"]))
+
+
+NOTEBOOKS = sorted(p.stem for p in (Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_paper_profile_without_data_stops_in_the_settings_cell(name, tmp_path, monkeypatch):
+    """`-p profile paper` on a machine without the data fails at the top, naming the fetch
+    command, before anything trains."""
+    if not rp.kernel_available():
+        pytest.skip("the 'crossmodal' Jupyter kernel is not installed (run `make setup`)")
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    monkeypatch.setenv("CROSSMODAL_DATA", str(tmp_path / "no-data"))
+    src = Path(__file__).parents[1] / "notebooks" / f"{name}.ipynb"
+    with pytest.raises(PapermillExecutionError) as err:
+        pm.execute_notebook(str(src), str(tmp_path / "out.ipynb"), kernel_name="crossmodal",
+                            parameters={"profile": "paper", "output_dir": str(tmp_path / "r")},
+                            progress_bar=False, cwd=str(tmp_path))
+    assert err.value.ename == "DataMissingError"
+    assert "crossmodal data download" in err.value.evalue
+    executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    failed = [c for c in executed.cells if c.cell_type == "code"
+              and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert len(failed) == 1 and "cm.settings(" in failed[0].source
+    assert not (tmp_path / "r" / "results.json").exists()
