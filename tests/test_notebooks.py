@@ -342,3 +342,9 @@ def test_paper_profile_without_data_stops_in_the_settings_cell(name, tmp_path, m
               and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
     assert len(failed) == 1 and "cm.settings(" in failed[0].source
     assert not (tmp_path / "r" / "results.json").exists()
+
+
+def test_as_list_reads_papermill_parameters():
+    assert cm.as_list(None) is None
+    assert cm.as_list("freezing") == ["freezing"] and cm.as_list(3) == [3]
+    assert cm.as_list(("a", "b")) == ["a", "b"]

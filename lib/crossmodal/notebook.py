@@ -170,6 +170,18 @@ def display_path(path: str | Path) -> str:
     return path.name
 
 
+def as_list(value: Any) -> list | None:
+    """A notebook parameter as a list: ``None`` stays None, one string is a one-item list.
+
+    (``papermill -p tasks smoke_digits`` passes a string; ``-y "tasks: [a, b]"`` a list.)
+    """
+    if value is None:
+        return None
+    if isinstance(value, (str, int)):
+        return [value]
+    return list(value)
+
+
 def default_seeds(profile: str) -> list[int]:
     """One seed in smoke/lab; five in the paper profile (RECRAFT reports means of 5 runs)."""
     return [0, 1, 2, 3, 4] if profile == "paper" else [0]
@@ -600,7 +612,7 @@ def run_ablations(nb: NotebookSettings, ablations: Sequence[str], report: Report
     carry an ``ablation`` column."""
     memo: dict = {}
     frames = []
-    for a in ablations:
+    for a in as_list(ablations):
         runs = run_grid(nb, orca_ablation_variants(a, nb.profile, **variant_kw), memo=memo)
         frames.append(runs.assign(ablation=a))
     runs = pd.concat(frames, ignore_index=True)
