@@ -8,6 +8,7 @@ from crossmodal.methods import mona  # noqa: F401
 from crossmodal.methods import recraft  # noqa: F401
 from crossmodal.methods import pare  # noqa: F401
 from crossmodal.methods import gap_adaptive  # noqa: F401
+from crossmodal.methods import orca  # noqa: F401
 from crossmodal.methods.base import (
     METHODS,
     Method,

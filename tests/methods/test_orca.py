@@ -1,0 +1,103 @@
+"""ORCA: pseudo-labels, each freeze mode, each alignment score, alignment lowers OTDD."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from crossmodal.errors import InvalidInputError
+from crossmodal.methods import RunContext, get_method
+from crossmodal.methods.orca import alignment_labels, pseudo_labels
+from crossmodal.models import build_model
+from crossmodal.runner import run
+from crossmodal.tasks import get_task
+
+
+def small_splits(key: str, n_train: int = 60, n_test: int = 20):
+    splits = get_task(key).load("unused")
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, n in (("train", n_train), ("test", n_test)):
+        x, y = splits[name]
+        idx = np.sort(rng.permutation(len(x))[:n])
+        out[name] = (x[idx], y[idx])
+    return out
+
+
+def test_pseudo_labels_cluster_continuous_targets_deterministically():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(3, 1, 16)) * 10
+    y = np.concatenate([c + rng.normal(size=(20, 1, 16)) * 0.1 for c in centers])
+    labels = pseudo_labels(y, k=3, seed=0)
+    assert labels.shape == (60,) and set(labels) == {0, 1, 2}
+    # the three true groups are recovered (up to renaming)
+    for g in range(3):
+        assert len(set(labels[g * 20 : (g + 1) * 20])) == 1
+    np.testing.assert_array_equal(labels, pseudo_labels(y, k=3, seed=0))
+
+
+def test_alignment_labels_per_output_type():
+    assert alignment_labels(get_task("smoke_digits"), np.array([3, 1])).tolist() == [3, 1]
+    multi = np.array([[0, 1, 1], [0, 0, 0]], dtype=np.float32)
+    assert alignment_labels(get_task("DeepSEA"), multi).tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("freeze, embedder, body, head", [
+    ("none", True, True, True),
+    ("embedder", False, True, True),
+    ("body", True, False, True),
+    ("both", False, False, True),
+])
+def test_each_freeze_mode_trains_the_right_parts(freeze, embedder, body, head):
+    model = build_model("smoke_gunpoint", "minilm")
+    ids = {id(p) for p in get_method("orca", freeze=freeze).trainable_parameters(model)}
+    for part, expected in ((model.embedder, embedder), (model.body, body), (model.head, head)):
+        assert all((id(p) in ids) == expected for p in part.parameters())
+
+
+def test_bad_options_are_explained():
+    with pytest.raises(InvalidInputError, match="freeze"):
+        get_method("orca", freeze="head")
+    with pytest.raises(InvalidInputError, match="align_score"):
+        get_method("orca", align_score="wasserstein")
+
+
+@pytest.mark.parametrize("score", ["otdd", "mmd", "l2"])
+def test_each_alignment_score_trains_the_embedder(score):
+    model = build_model("smoke_gunpoint", "minilm")
+    before = [p.detach().clone() for p in model.embedder.parameters()]
+    body_before = [p.detach().clone() for p in model.body.parameters()]
+    method = get_method("orca", align_score=score, align_epochs=2, proxy_samples=300,
+                        eval_samples=40)
+    report = method.pretrain(model, model.task, small_splits("smoke_gunpoint"),
+                             RunContext(progress=False))
+    assert len(report["alignment_curve"]) == 2
+    assert all(math.isfinite(v) for v in report["alignment_curve"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.embedder.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(body_before, model.body.parameters()))
+
+
+def test_no_alignment_leaves_the_embedder_alone():
+    model = build_model("smoke_gunpoint", "minilm")
+    before = [p.detach().clone() for p in model.embedder.parameters()]
+    report = get_method("orca", align_score="none").pretrain(
+        model, model.task, small_splits("smoke_gunpoint"), RunContext(progress=False))
+    assert "otdd_before" not in report
+    assert all(torch.equal(a, b) for a, b in zip(before, model.embedder.parameters()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["smoke_gunpoint", "smoke_digits", "smoke_advection"])
+def test_orca_end_to_end_alignment_lowers_otdd(key, tmp_path):
+    r = run(key, "orca", "smoke", epochs=1, out=tmp_path, progress=False,
+            splits=small_splits(key, 96, 24),
+            method_options={"align_epochs": 8, "proxy_samples": 500, "eval_samples": 96})
+    rep = json.loads((tmp_path / "results.json").read_text())["method_report"]
+    assert rep["otdd_after"] < rep["otdd_before"], rep
+    assert len(rep["alignment_curve"]) == 8 and math.isfinite(r["final_metric"])
+    if key == "smoke_advection":
+        assert rep["pseudo_labels"] and rep["n_pseudo_classes"] == 10
