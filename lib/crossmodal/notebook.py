@@ -87,14 +87,14 @@ _GENERIC = NotebookDefaults(tasks={"smoke": ("smoke_gunpoint",), "lab": NB360_TA
 #: Defaults of the notebooks; a notebook without an entry gets :data:`_GENERIC`.
 NOTEBOOKS: dict[str, NotebookDefaults] = {
     "00_quickstart": NotebookDefaults(
-        tasks={"smoke": ("smoke_gunpoint",), "lab": ("Satellite",), "paper": ("Satellite",)},
+        tasks={"smoke": ("smoke_basicmotions",), "lab": ("Satellite",), "paper": ("Satellite",)},
         smoke_epochs=2),
     "main_results": NotebookDefaults(
         tasks={"smoke": ("smoke_gunpoint", "smoke_basicmotions"),
                "lab": NB360_TASKS + PDEBENCH_TASKS, "paper": NB360_TASKS + PDEBENCH_TASKS},
         smoke_epochs=2),
     "orca_ablations": NotebookDefaults(
-        tasks={"smoke": ("smoke_gunpoint",), "lab": ORCA_ABLATION_TASKS,
+        tasks={"smoke": ("smoke_basicmotions",), "lab": ORCA_ABLATION_TASKS,
                "paper": ORCA_ABLATION_TASKS},
         smoke_epochs=2),
 }
