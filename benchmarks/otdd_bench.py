@@ -5,7 +5,7 @@ Gaussians with different means and covariances on the two sides), float32, CPU.
 For each ``n`` and inner mode we report, for ours and (when importable) the reference:
 
 * ``time_s``: the minimum over ``--repeats`` runs (the machine is shared; the minimum is the
-  least noisy estimate); both implementations run back to back in this process;
+  least noisy estimate); the two implementations alternate within each repeat, in one process;
 * ``value`` and ``rel_diff`` = |ours / reference - 1|;
 * ``peak_mib``: the peak resident memory added by one call, measured in a forked child
   process (``ru_maxrss`` of the child minus its resident size before the call).
@@ -115,13 +115,17 @@ def peak_memory(fn, args) -> float | None:
     return round(value, 1)
 
 
-def best_time(fn, args, repeats: int) -> tuple[float, float]:
-    times, value = [], None
+def interleaved_times(fns, args, repeats: int) -> list[tuple[float, float]]:
+    """Minimum time and value of each function, the functions alternating within each repeat
+    (so that a change in machine load affects all of them alike)."""
+    times = [[] for _ in fns]
+    values = [None] * len(fns)
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        value = fn(*args)
-        times.append(time.perf_counter() - t0)
-    return min(times), value
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            values[k] = fn(*args)
+            times[k].append(time.perf_counter() - t0)
+    return [(min(t), v) for t, v in zip(times, values)]
 
 
 def main(argv=None) -> dict:
@@ -143,10 +147,11 @@ def main(argv=None) -> dict:
         for inner in args.inner:
             row = {"n": n, "classes": N_CLASSES, "dim": DIM, "inner": inner}
             ours(*data, inner)  # warm-up (allocator, lazy imports)
-            row["ours_time_s"], row["ours_value"] = best_time(ours, (*data, inner), args.repeats)
+            fns = [ours] if reference is None else [ours, reference]
+            timed = interleaved_times(fns, (*data, inner), args.repeats)
+            row["ours_time_s"], row["ours_value"] = timed[0]
             if reference is not None:
-                row["ref_time_s"], row["ref_value"] = best_time(reference, (*data, inner),
-                                                                args.repeats)
+                row["ref_time_s"], row["ref_value"] = timed[1]
                 row["speedup"] = round(row["ref_time_s"] / row["ours_time_s"], 2)
                 row["rel_diff"] = abs(row["ours_value"] / row["ref_value"] - 1.0)
             if not args.no_memory:
@@ -163,7 +168,7 @@ def main(argv=None) -> dict:
         "data": f"n points per side, {N_CLASSES} balanced classes, {DIM}-D, float32, CPU",
         "threads": args.threads,
         "repeats": args.repeats,
-        "timing": "minimum over repeats; ours and reference back to back in one process",
+        "timing": "minimum over repeats; ours and reference alternate within each repeat, one process",
         "memory": "peak RSS added by one call, in a forked child (MiB)",
         "reference": getattr(reference, "version", None),
         "torch": torch.__version__,
