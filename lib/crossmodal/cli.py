@@ -3,7 +3,7 @@
     crossmodal tasks                          # the task registry, with data presence
     crossmodal methods                        # registered methods and their options
     crossmodal run --task smoke_digits --method nft --profile smoke --out runs/x
-    crossmodal reproduce --profile smoke      # every smoke task x method into reports/
+    crossmodal reproduce --profile smoke      # run every notebook (papermill) into reports/
     crossmodal data download|verify|generate|list ...
 """
 
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="run the smoke/lab/paper reproduction into reports/")
     p.add_argument("--profile", default="smoke", choices=["smoke", "lab", "paper"])
-    p.add_argument("--only", nargs="*", help="only these notebooks / tasks")
+    p.add_argument("--only", nargs="*", help="only these notebooks (names in notebooks/)")
     p.add_argument("--reports", default="reports", help="reports folder (default: reports)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_reproduce)
