@@ -171,9 +171,10 @@ def _fake_result(task, method, seed, body, **_):
 
 
 def test_run_grid_runs_each_distinct_configuration_once(monkeypatch):
-    calls = []
+    calls, kw_seen = [], set()
 
     def fake_run(task, method, profile, **kw):
+        kw_seen.update(kw)
         calls.append((task, method, kw["body"], tuple(sorted(kw["method_options"].items())),
                       kw["train_options"]["num_threads"]))
         return _fake_result(task, method, kw["seed"], kw["body"])
@@ -192,6 +193,21 @@ def test_run_grid_runs_each_distinct_configuration_once(monkeypatch):
     al = cm.alignment_frame(runs)
     assert (al["reduction_pct"] == 50.0).all()
     assert cm.check_alignment_lowers_otdd(runs).holds
+    assert "probe" not in kw_seen  # not passed unless asked (older runners lack it)
+
+
+def test_run_grid_forwards_a_probe_and_keeps_its_records(monkeypatch):
+    import crossmodal.runner
+
+    def fake_run(task, method, profile, **kw):
+        r = _fake_result(task, method, kw["seed"], kw["body"])
+        r["probes"] = [{"epoch": 0, "value": kw["probe"](None)}]
+        return r
+
+    monkeypatch.setattr(crossmodal.runner, "run", fake_run)
+    monkeypatch.setattr(cm, "load_splits", lambda nb, task, seed: {})
+    runs = cm.run_grid(cm.settings("x", "smoke"), ["nft"], probe=lambda record: 7)
+    assert runs["probes"][0] == [{"epoch": 0, "value": 7}]
 
 
 def test_orca_ablation_variants():

@@ -445,6 +445,7 @@ def run_grid(
     train_options: dict[str, Any] | None = None,
     keep_runs: bool | None = None,
     memo: dict | None = None,
+    probe: Any = None,
 ) -> pd.DataFrame:
     """Run every task x variant x seed; return one row per run (and add them to ``report``).
 
@@ -455,7 +456,9 @@ def run_grid(
     Columns: task, variant, method, seed, metric, lower_is_better, final, best, curve
     (test metric per epoch), train_loss (per epoch), method_report, body, n_train, n_test,
     wall_seconds. ``memo`` (a dict shared between calls) runs each distinct configuration
-    once: ablations share their reference variant (e.g. full ORCA).
+    once: ablations share their reference variant (e.g. full ORCA). ``probe`` is passed to
+    :func:`crossmodal.runner.run` (measurements of the model after stage 1 and each epoch);
+    its records land in the ``probes`` column.
     """
     import json
 
@@ -483,10 +486,11 @@ def run_grid(
         if done is not None and done.exists():
             r = json.loads(done.read_text())
         else:
+            extra = {"probe": probe} if probe is not None else {}
             r = run(task, v.method, nb.profile, epochs=nb.epochs, seed=seed, out=out,
                     body=body, data_root=nb.data_root, method_options=dict(v.options),
                     train_options={"num_threads": nb.num_threads, **(train_options or {})},
-                    progress=False, splits=cached[(task, seed)])
+                    progress=False, splits=cached[(task, seed)], **extra)
         rows.append(run_row(r, v.name))
         if memo is not None:
             memo[key] = rows[-1]
@@ -507,6 +511,7 @@ def run_row(result: dict[str, Any], variant: str | None = None) -> dict[str, Any
         "curve": [e["test_metric"] for e in result["epochs"]],
         "train_loss": [e["train_loss"] for e in result["epochs"]],
         "method_report": result.get("method_report", {}),
+        "probes": result.get("probes", []),
         "body": result["body"], "n_train": result["n_train"], "n_test": result["n_test"],
         "wall_seconds": result["wall_seconds"],
     }
@@ -1048,7 +1053,7 @@ class Report:
             if col not in table:
                 table[col] = default
         _atomic_write(out / "results.csv", lambda f: f.write(table.to_csv(index=False).encode()))
-        runs = self.runs.drop(columns=["method_report"], errors="ignore")
+        runs = self.runs.drop(columns=["method_report", "probes"], errors="ignore")
         _atomic_write(out / "runs.csv", lambda f: f.write(runs.to_csv(index=False).encode()))
         md = [f"# {s.notebook} ({s.profile} profile)", "", summary.strip(), "",
               markdown_table(table, columns), "", "## Direction checks", "",
