@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,7 @@ def run(
     train_options: dict[str, Any] | None = None,
     progress: bool = True,
     splits: Splits | None = None,
+    probe: Callable[..., dict | None] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one method on one task; return (and write) the result dict.
 
@@ -91,6 +93,10 @@ def run(
     body : override the profile's body (e.g. ``"minilm-random"``).
     method_options, train_options : fields of the method's config / of TrainConfig.
     splits : use these arrays instead of loading the task's data (tests, notebooks).
+    probe : ``probe(model, method, task, splits, record)``, called after the method's stage 1
+        (``record=None``) and after every fine-tuning epoch (the epoch record): measurements
+        of the trained model itself (RECRAFT's bound, MoNA's discrepancy per epoch). Its
+        JSON-able dicts go into the result's ``probes``, with ``epoch`` (0: before fine-tuning).
     """
     t_start = time.perf_counter()
     spec = get_task(task) if isinstance(task, str) else task
@@ -115,6 +121,15 @@ def run(
     if not resuming:
         extra_state["method_report"] = m.pretrain(model, spec, splits, ctx) or {}
 
+    probes: list[dict] = []
+
+    def _probe(record: dict | None = None) -> None:
+        found = probe(model, m, spec, splits, record) if probe is not None else None
+        if found:
+            probes.append({"epoch": record["epoch"] if record else 0, **found})
+
+    if not resuming:
+        _probe()
     trainable = {id(p) for p in m.trainable_parameters(model)}
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
@@ -124,6 +139,7 @@ def run(
         params=[p for p in model.parameters() if p.requires_grad],
         resume=resume,
         extra_state=extra_state,
+        on_epoch_end=_probe if probe is not None else None,
     )
     metric = get_metric(spec.metric)
     values = [h["test_metric"] for h in history]
@@ -146,6 +162,7 @@ def run(
                                           if p.requires_grad)),
         "config": {"train": dataclasses.asdict(cfg), "method": dataclasses.asdict(m.config)},
         "method_report": extra_state.get("method_report", {}),
+        **({"probes": probes} if probe is not None else {}),
         "wall_seconds": time.perf_counter() - t_start,
         "device": "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu",
         "versions": package_versions(),

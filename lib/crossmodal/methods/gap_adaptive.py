@@ -406,6 +406,53 @@ class GapAdaptiveA(Method):
         return fn
 
 
+
+def weight_schedule(D: float, total_epochs: int, *, weighting: str = "continuous",
+                    alpha: float = 1.0, beta: float = 1.0, eps: float = 1e-3,
+                    gamma: float = 1.0) -> list[dict[str, float]]:
+    """Version A's (target, source) loss weights at every fine-tuning epoch for a gap D.
+
+    ``weighting="continuous"``: (alpha, :func:`gap_weight`), which falls linearly to 0 over
+    the epochs and is smaller for a larger gap; ``"switch"``: :func:`gap_switch_weights`,
+    constant over the epochs. Epochs are 0-based, as in the training loop.
+    """
+    if weighting not in WEIGHTINGS:
+        raise unknown_name("weighting", weighting, WEIGHTINGS)
+    rows = []
+    for epoch in range(total_epochs):
+        if weighting == "switch":
+            w_t, w_s = gap_switch_weights(D, gamma=gamma, alpha=alpha, beta=beta)
+        else:
+            w_t, w_s = alpha, gap_weight(D, epoch, total_epochs, beta=beta, eps=eps)
+        rows.append({"epoch": epoch, "target_weight": float(w_t), "source_weight": float(w_s)})
+    return rows
+
+
+def estimate_task_gap(task, profile: str = "smoke", *, splits: dict, seed: int = 0,
+                      body: str | None = None, **options: Any) -> dict[str, Any]:
+    """Version A's stages 1 and 2 alone: the modality gap D of a task, without fine-tuning.
+
+    Builds the model as :func:`crossmodal.runner.run` does (same seed, same body), runs
+    :class:`GapAdaptiveA`'s ``prepare`` and ``pretrain`` (embedder stage, then D), and
+    returns the method's report (``gap``, ``gap_distance``, ...), which equals the
+    ``method_report`` of a full run with the same options. ``options`` are fields of
+    :class:`GapAdaptiveAConfig` (e.g. ``gap_distance="mmd"``).
+    """
+    from crossmodal.data.pdebench import spec_for_splits
+    from crossmodal.models import build_model
+    from crossmodal.profiles import default_body, get_profile
+    from crossmodal.tasks import get_task
+    from crossmodal.training import seed_everything
+
+    spec = spec_for_splits(get_task(task) if isinstance(task, str) else task, splits)
+    method = get_method("gap_adaptive_a", **options)
+    prof = get_profile(profile)
+    seed_everything(seed)
+    model = build_model(spec, method.body_name(body or default_body(spec, prof)), seed=seed)
+    ctx = RunContext(profile=prof.name, seed=seed, progress=False)
+    method.prepare(model, spec, ctx)
+    return method.pretrain(model, spec, splits, ctx)
+
 # -- version B ---------------------------------------------------------------------------------
 def perturb(x: torch.Tensor, sigma: torch.Tensor | float, steps: torch.Tensor | int, *,
             generator: torch.Generator | None = None) -> torch.Tensor:

@@ -398,7 +398,161 @@ class MoNA(Method):
         return report
 
 
+
+# ------------------------------------------------ discrepancy studies (notebooks, reports)
+
+
+def num_candidates(num_source: int, num_target: int) -> int:
+    r"""Pairs (B, pi) that the exact search visits: :math:`\binom{m}{K} K!`."""
+    if not 1 <= num_target <= num_source:
+        raise InvalidInputError(f"need 1 <= K <= m target/source classes, got K={num_target}, "
+                                f"m={num_source}")
+    return math.comb(num_source, num_target) * math.factorial(num_target)
+
+
+def trials_to_cover(n_candidates: int, miss_probability: float = 1e-9) -> int:
+    r"""Random trials after which every one of ``n_candidates`` equally likely pairs has been
+    drawn, except with probability at most ``miss_probability``.
+
+    By the union bound, :math:`P(\text{some pair missed}) \le P\,(1 - 1/P)^T`, so
+    :math:`T = \lceil \log(p/P) / \log(1 - 1/P) \rceil` trials suffice (P = n_candidates).
+    Algorithm 2 then returns the exact minimum with probability at least ``1 - p``.
+    """
+    if n_candidates < 1 or not 0 < miss_probability < 1:
+        raise InvalidInputError("need n_candidates >= 1 and 0 < miss_probability < 1")
+    if n_candidates == 1:
+        return 1
+    return max(1, math.ceil(math.log(miss_probability / n_candidates)
+                            / math.log1p(-1.0 / n_candidates)))
+
+
+def approximation_study(source_logits, target_labels, *, trials=(1, 10, 100),
+                        distance: str = "disagreement", seed: int = 0,
+                        num_classes: int | None = None, miss_probability: float = 1e-9,
+                        brute_limit: int = 50_000) -> list[dict[str, Any]]:
+    r"""Algorithm 2's approximation against the exact :math:`D(M^s, M^t)`, per number of trials.
+
+    Every trial count uses the same seed, so the draws of a smaller count are a prefix of
+    those of a larger one and the approximation can only decrease with the trials. The last
+    row always uses :func:`trials_to_cover` trials. The exact value comes from the
+    linear-assignment search, checked against brute force when the number of candidate pairs
+    is at most ``brute_limit``.
+
+    Returns
+    -------
+    One dict per trial count: ``trials``, ``approx``, ``exact``, ``excess`` (approx - exact,
+    >= 0 by construction), ``candidates`` (:math:`\binom{m}{K}K!`), ``covers_all`` (trials
+    >= :func:`trials_to_cover`), ``exact_brute`` (None when skipped) and ``distance``.
+    """
+    z, y, k = _prepare_discrepancy(source_logits, target_labels, num_classes, distance)
+    cands = num_candidates(z.shape[1], k)
+    cover = trials_to_cover(cands, miss_probability)
+    exact = modality_discrepancy_exact(z, y, distance=distance, num_classes=k)
+    brute = (modality_discrepancy_exact(z, y, distance=distance, num_classes=k, search="brute")
+             if cands <= brute_limit else None)
+    rows = []
+    for t in sorted({int(t) for t in trials} | {cover}):
+        approx = modality_discrepancy(z, y, trials=t, distance=distance, seed=seed,
+                                      num_classes=k)
+        rows.append({"distance": distance, "trials": t, "approx": approx, "exact": exact,
+                     "excess": approx - exact, "candidates": cands, "covers_all": t >= cover,
+                     "exact_brute": brute})
+    return rows
+
+
+def source_classifier(body: nn.Module, *, proxy: str | None = None, proxy_samples: int = 200,
+                      profile: str = "smoke", seed: int = 0, epochs: int = 200,
+                      lr: float = 1e-2) -> tuple[nn.Linear, dict[str, float]]:
+    """The source classifier of Algorithm 2: a linear probe on the body's features of the proxy.
+
+    The proxy goes through the body's own pretrained input layer and the body (mean-pooled
+    outputs); the probe is fitted with plain cross-entropy (full batch, Adam, ``epochs``
+    steps, seeded initialisation), as :class:`MoNA` does for its report. Returns the probe
+    and its training loss/accuracy.
+    """
+    from crossmodal.methods.recraft import body_source_features, recalibrate_source_head
+    from crossmodal.proxies import default_proxy, load_proxy, source_tokens
+
+    data = load_proxy(proxy or default_proxy(body.kind, profile), max_samples=proxy_samples,
+                      seed=seed)
+    tokens, mask = source_tokens(body, data)
+    feats = body_source_features(body, tokens, mask)
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # the probe's initialisation, without moving the caller's RNG
+    head = nn.Linear(body.out_size, data.num_classes)
+    torch.random.set_rng_state(gen_state)
+    stats = recalibrate_source_head(head, feats, torch.as_tensor(data.labels), kappa=1.0,
+                                    rho=0.0, epochs=epochs, lr=lr)
+    return head, {"loss": stats["loss"], "accuracy": stats["accuracy"],
+                  "num_source_classes": data.num_classes, "proxy": data.name}
+
+
+class DiscrepancyProbe:
+    r"""Algorithm 2's discrepancy of a model during fine-tuning (a probe of
+    :func:`crossmodal.runner.run`).
+
+    At its first call in a run (after the method's stage 1, before fine-tuning, while the
+    body is still the pretrained one) it fits the source classifier
+    (:func:`source_classifier`); then, at that call and after every fine-tuning epoch, it
+    measures :math:`D` of the current model: the source classifier applied to the model's
+    mean-pooled body features of (at most ``max_samples``) target training samples, against
+    their labels, with ``trials`` random draws (:func:`modality_discrepancy`) and exactly
+    (:func:`modality_discrepancy_exact`). The first call also returns the source logits and
+    labels (for :func:`approximation_study`).
+
+    Tasks that are not classification, or have more classes than the proxy, are reported as
+    skipped (Algorithm 2 assumes :math:`|Y^s| \ge |Y^t|`).
+    """
+
+    def __init__(self, *, trials: int = 100, distance: str = "disagreement",
+                 proxy: str | None = None, proxy_samples: int = 200, max_samples: int = 256,
+                 seed: int = 0) -> None:
+        if distance not in DISTANCES:
+            raise InvalidInputError(f"distance must be one of {DISTANCES}, got {distance!r}")
+        if trials < 1 or proxy_samples < 2 or max_samples < 1:
+            raise InvalidInputError("need trials >= 1, proxy_samples >= 2 and max_samples >= 1")
+        self.trials, self.distance, self.seed = trials, distance, seed
+        self.proxy, self.proxy_samples, self.max_samples = proxy, proxy_samples, max_samples
+        self._run: tuple | None = None  # (source classifier, its stats) of the current run
+
+    def __call__(self, model: nn.Module, method, task, splits: dict,
+                 record: dict | None) -> dict[str, Any]:
+        from crossmodal.methods.recraft import target_features
+
+        if task.output != "classification":
+            return {"skipped": f"{task.key} is {task.output}; Algorithm 2 needs class labels"}
+        if record is None:  # a new run starts: fit the source classifier on the pretrained body
+            self._run = source_classifier(model.body, proxy=self.proxy,
+                                          proxy_samples=self.proxy_samples, seed=self.seed)
+        if self._run is None:
+            raise InvalidInputError("DiscrepancyProbe missed the call before fine-tuning; pass "
+                                    "it to crossmodal.runner.run(probe=...) of a fresh run")
+        head, stats = self._run
+        if stats["num_source_classes"] < task.num_outputs:
+            return {"skipped": f"{task.key} has {task.num_outputs} classes, the proxy "
+                               f"{stats['proxy']} {stats['num_source_classes']}"}
+        x, y = splits["train"]
+        x, y = torch.as_tensor(x[: self.max_samples]), torch.as_tensor(y[: self.max_samples])
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            logits = head(target_features(model, x)).double()
+        model.train(was_training)
+        out: dict[str, Any] = {
+            "discrepancy": modality_discrepancy(logits, y, trials=self.trials,
+                                                distance=self.distance, seed=self.seed,
+                                                num_classes=task.num_outputs),
+            "discrepancy_exact": modality_discrepancy_exact(logits, y, distance=self.distance,
+                                                            num_classes=task.num_outputs),
+            "distance": self.distance, "trials": self.trials,
+        }
+        if record is None:
+            out.update(source_probe_accuracy=stats["accuracy"], proxy=stats["proxy"],
+                       source_logits=logits.tolist(), target_labels=y.tolist())
+        return out
+
 __all__ = [
-    "MoNA", "MoNAConfig", "alignment_loss", "meta_step", "modality_discrepancy",
+    "DiscrepancyProbe", "MoNA", "MoNAConfig", "alignment_loss", "approximation_study",
+    "num_candidates", "source_classifier", "trials_to_cover", "meta_step", "modality_discrepancy",
     "modality_discrepancy_exact", "outer_loss", "uniformity_loss", "virtual_step",
 ]

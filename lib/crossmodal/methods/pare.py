@@ -167,6 +167,26 @@ def mix_weight(k: int, n_patches: int, k0: int, mode: str = "k_over_N") -> float
     return 0.0 if denom == 0 else min(1.0, k / denom)
 
 
+
+def schedule_table(kinds, k0: int, total_epochs: int, *, k_final: int = 0,
+                   n_patches: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """k at every fine-tuning epoch (0-based) for each schedule in ``kinds``, as a run uses it.
+
+    The non-gradual schedule draws k with the generator :class:`PaRe` uses in a run with
+    ``seed`` (``np.random.default_rng([seed, epoch])``), so the table shows the k of that
+    run. Rows: ``schedule``, ``epoch``, ``k``, ``fraction`` (k / k0 after capping).
+    """
+    k0_eff = min(k0, n_patches) if n_patches is not None else k0
+    rows = []
+    for kind in kinds:
+        for epoch in range(total_epochs):
+            rng = np.random.default_rng([seed, epoch]) if kind == "non_gradual" else None
+            k = k_schedule(kind, k0, epoch, total_epochs, k_final=k_final, rng=rng,
+                           n_patches=n_patches)
+            rows.append({"schedule": kind, "epoch": epoch, "k": k,
+                         "fraction": k / k0_eff if k0_eff else 0.0})
+    return rows
+
 @dataclass
 class PaReConfig(MethodConfig):
     """PaRe's options (defaults: the paper's; see the module docstring for open choices).

@@ -575,3 +575,115 @@ class RECRAFT(Method):
         return bound_terms(model, self.source_holdout, target_data,
                            kappa=self.config.kappa if kappa is None else kappa,
                            solver=self.config.fa_solver, reg=self.config.fa_reg)
+
+
+# ------------------------------------------------- studies of the bound and of kappa
+
+
+class BoundProbe:
+    r"""RECRAFT's bound on held-out data during a run (a probe of :func:`crossmodal.runner.run`).
+
+    App. B evaluates the bound after training: the model is built, prepared, pretrained and
+    fine-tuned by the runner, and this probe calls :meth:`RECRAFT.bound` on the target split
+    ``split`` (the test split: held out) before fine-tuning and after every epoch; the
+    source error uses the proxy samples that :meth:`RECRAFT.pretrain` held out. The last
+    entry of the run's ``probes`` is the bound of the trained model.
+
+    Parameters
+    ----------
+    split : the target split to evaluate on.
+    kappa : the kappa multiplying W1 in FA (None: the run's own kappa).
+    """
+
+    def __init__(self, split: str = "test", kappa: float | None = None) -> None:
+        self.split, self.kappa = split, kappa
+
+    def __call__(self, model: nn.Module, method, task, splits: dict,
+                 record: dict | None) -> dict[str, Any]:
+        if not isinstance(method, RECRAFT):
+            raise InvalidInputError(f"BoundProbe needs the recraft method, got {method.name!r}")
+        if task.output != "classification":
+            return {"skipped": f"{task.key} is {task.output}: the bound's target loss is a "
+                               "cross-entropy over classes"}
+        x, y = splits[self.split]
+        return method.bound(model, (x, y), kappa=self.kappa)
+
+
+def relative_gap(bound: float, target_loss: float) -> float:
+    r"""App. B's gap between the bound and the target loss, relative to the loss:
+    :math:`(\mathrm{bound} - \mathcal L_t) / \mathcal L_t` (the paper does not define it; we
+    read "averaged gap < 29 %" as the mean of this ratio over tasks)."""
+    if not target_loss > 0:
+        raise InvalidInputError(f"the target loss must be > 0 for a relative gap, got "
+                                f"{target_loss}")
+    return (bound - target_loss) / target_loss
+
+
+def proxy_features(body: nn.Module, *, proxy: str | None = None, proxy_samples: int = 200,
+                   profile: str = "smoke", seed: int = 0) -> tuple[Tensor, Tensor]:
+    """The proxy's mean-pooled body features and labels (the space of the source head)."""
+    data = load_proxy(proxy or default_proxy(body.kind, profile), max_samples=proxy_samples,
+                      seed=seed)
+    tokens, mask = source_tokens(body, data)
+    return body_source_features(body, tokens, mask), torch.as_tensor(data.labels).long()
+
+
+def recalibration_sweep(features: Tensor, labels: Tensor, kappas, *, rho: float = 100.0,
+                        epochs: int = 300, lr: float = 1e-2, holdout: float = 0.2,
+                        seed: int = 0) -> list[dict[str, Any]]:
+    r"""Proxy performance of the recalibrated source head against kappa (RECRAFT Fig. 6).
+
+    For each kappa a fresh linear head (the same seeded initialisation) is fitted on a
+    ``1 - holdout`` part of the proxy with :func:`recalibrate_source_head`; the first row
+    (``kappa=None``) is the reference without the Lipschitz penalty (``rho=0``). App. F picks
+    the smallest kappa that does not degrade proxy performance (:func:`select_kappa`).
+
+    Returns
+    -------
+    One dict per kappa: ``kappa``, ``fit_loss``, ``fit_accuracy``, ``holdout_loss``,
+    ``holdout_accuracy``, ``grad_norm_mean``, ``grad_norm_max`` (input-gradient norms on the
+    fitted part: about kappa or below when the penalty binds).
+    """
+    features, labels = torch.as_tensor(features).float(), torch.as_tensor(labels).long()
+    if features.ndim != 2 or labels.shape != features.shape[:1]:
+        raise InvalidInputError(f"expected features (n, D) and labels (n,), got "
+                                f"{tuple(features.shape)} and {tuple(labels.shape)}")
+    if not 0 < holdout < 1:
+        raise InvalidInputError(f"holdout must lie in (0, 1), got {holdout}")
+    kappas = [float(k) for k in kappas]
+    if any(not k > 0 for k in kappas):
+        raise InvalidInputError(f"every kappa must be > 0, got {kappas}")
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(features), generator=gen)
+    n_hold = max(1, int(round(holdout * len(features))))
+    hold, fit_idx = order[:n_hold], order[n_hold:]
+    num_classes = int(labels.max()) + 1
+    rows = []
+    for kappa in [None, *kappas]:
+        init = torch.Generator().manual_seed(seed)
+        head = nn.Linear(features.shape[1], num_classes)
+        with torch.no_grad():  # the same initialisation for every kappa
+            bound = 1.0 / features.shape[1] ** 0.5
+            head.weight.uniform_(-bound, bound, generator=init)
+            head.bias.uniform_(-bound, bound, generator=init)
+        fit = recalibrate_source_head(head, features[fit_idx], labels[fit_idx],
+                                      kappa=kappa or 1.0, rho=0.0 if kappa is None else rho,
+                                      epochs=epochs, lr=lr)
+        held = source_head_stats(head, features[hold], labels[hold])
+        rows.append({"kappa": kappa, "fit_loss": fit["loss"], "fit_accuracy": fit["accuracy"],
+                     "holdout_loss": held["loss"], "holdout_accuracy": held["accuracy"],
+                     "grad_norm_mean": fit["grad_norm_mean"],
+                     "grad_norm_max": fit["grad_norm_max"]})
+    return rows
+
+
+def select_kappa(rows: list[dict[str, Any]], tolerance: float = 0.01,
+                 metric: str = "holdout_accuracy") -> float | None:
+    """App. F's rule: the smallest kappa whose proxy ``metric`` (an accuracy) is within
+    ``tolerance`` of the unpenalised reference (the row with ``kappa=None``); None if none is."""
+    ref = [r[metric] for r in rows if r["kappa"] is None]
+    if not ref:
+        raise InvalidInputError("select_kappa needs the reference row (kappa=None) of "
+                                "recalibration_sweep")
+    ok = [r["kappa"] for r in rows if r["kappa"] is not None and r[metric] >= ref[0] - tolerance]
+    return min(ok) if ok else None
