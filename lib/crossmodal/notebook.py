@@ -97,6 +97,26 @@ NOTEBOOKS: dict[str, NotebookDefaults] = {
         tasks={"smoke": ("smoke_basicmotions",), "lab": ORCA_ABLATION_TASKS,
                "paper": ORCA_ABLATION_TASKS},
         smoke_epochs=2),
+    # the method studies (crossmodal.studies): 3 epochs where a curve over epochs is shown
+    "pare_k_schedules": NotebookDefaults(
+        tasks={"smoke": ("smoke_basicmotions",), "lab": NB360_TASKS, "paper": NB360_TASKS},
+        smoke_epochs=3),
+    "mona_discrepancy": NotebookDefaults(
+        tasks={"smoke": ("smoke_gunpoint", "smoke_basicmotions"), "lab": NB360_TASKS,
+               "paper": NB360_TASKS},
+        smoke_epochs=3),
+    "recraft_bound_tightness": NotebookDefaults(
+        tasks={"smoke": ("smoke_gunpoint", "smoke_basicmotions", "smoke_digits"),
+               "lab": NB360_TASKS, "paper": NB360_TASKS},
+        smoke_epochs=2),
+    "recraft_kappa_sensitivity": NotebookDefaults(
+        tasks={"smoke": ("smoke_basicmotions",), "lab": ("ECG", "Satellite", "NinaPro"),
+               "paper": ("ECG", "Satellite", "NinaPro")},
+        smoke_epochs=2),
+    "modality_gap": NotebookDefaults(
+        tasks={"smoke": ("smoke_basicmotions", "smoke_digits", "smoke_advection"),
+               "lab": NB360_TASKS + PDEBENCH_TASKS, "paper": NB360_TASKS + PDEBENCH_TASKS},
+        smoke_epochs=2),
 }
 
 

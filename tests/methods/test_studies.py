@@ -213,5 +213,12 @@ def test_estimate_task_gap_equals_the_gap_of_a_full_run():
             splits=splits, method_options=opts, train_options={"num_threads": 1})
     assert rep["gap_distance"] == "otdd" and math.isfinite(rep["gap"]) and rep["gap"] >= 0
     assert rep["gap"] == pytest.approx(r["method_report"]["gap"], rel=1e-6)
-    mmd = estimate_task_gap("smoke_gunpoint", splits=splits, seed=1, gap_distance="mmd", **opts)
+    mmd = estimate_task_gap("smoke_gunpoint", splits=splits, seed=1, gap_distance="mmd",
+                            distances=("otdd", "mmd"), **opts)
     assert mmd["gap_distance"] == "mmd" and mmd["gap"] != rep["gap"]
+    assert mmd["gaps"]["otdd"] == pytest.approx(rep["gap"], rel=1e-6)
+    assert mmd["gaps"]["mmd"] == pytest.approx(mmd["gap"], rel=1e-6)
+    dense = estimate_task_gap("smoke_advection", splits=small_splits("smoke_advection"),
+                              distances=("otdd", "auto"), **opts)
+    assert dense["gap_distance"] == "mmd" and dense["gaps"]["otdd"] is None
+    assert dense["gaps"]["auto"] == pytest.approx(dense["gap"], rel=1e-6)

@@ -429,14 +429,17 @@ def weight_schedule(D: float, total_epochs: int, *, weighting: str = "continuous
 
 
 def estimate_task_gap(task, profile: str = "smoke", *, splits: dict, seed: int = 0,
-                      body: str | None = None, **options: Any) -> dict[str, Any]:
+                      body: str | None = None, distances: tuple[str, ...] = (),
+                      **options: Any) -> dict[str, Any]:
     """Version A's stages 1 and 2 alone: the modality gap D of a task, without fine-tuning.
 
     Builds the model as :func:`crossmodal.runner.run` does (same seed, same body), runs
     :class:`GapAdaptiveA`'s ``prepare`` and ``pretrain`` (embedder stage, then D), and
     returns the method's report (``gap``, ``gap_distance``, ...), which equals the
     ``method_report`` of a full run with the same options. ``options`` are fields of
-    :class:`GapAdaptiveAConfig` (e.g. ``gap_distance="mmd"``).
+    :class:`GapAdaptiveAConfig` (e.g. ``gap_distance="mmd"``). ``distances`` adds
+    ``gaps``: D under each of these estimators (``"otdd"``, ``"mmd"``, ``"auto"``) on the same
+    embedder and samples; None where the estimator does not apply (OTDD of continuous labels).
     """
     from crossmodal.data.pdebench import spec_for_splits
     from crossmodal.models import build_model
@@ -451,7 +454,24 @@ def estimate_task_gap(task, profile: str = "smoke", *, splits: dict, seed: int =
     model = build_model(spec, method.body_name(body or default_body(spec, prof)), seed=seed)
     ctx = RunContext(profile=prof.name, seed=seed, progress=False)
     method.prepare(model, spec, ctx)
-    return method.pretrain(model, spec, splits, ctx)
+    report = method.pretrain(model, spec, splits, ctx)
+    if distances:
+        x, y = splits["train"]
+        own = method.config.gap_distance
+        gaps: dict[str, float | None] = {}
+        for d in distances:
+            if d not in GAP_DISTANCES:
+                raise unknown_name("gap distance", d, GAP_DISTANCES)
+            if d == "otdd" and discrete_labels(spec, y) is None:
+                gaps[d] = None  # OTDD needs classes; the slides use MMD here
+                continue
+            method.config.gap_distance = d
+            try:
+                gaps[d] = method.measure_gap(model, spec, x, y, seed)
+            finally:
+                method.config.gap_distance = own
+        report["gaps"] = gaps
+    return report
 
 # -- version B ---------------------------------------------------------------------------------
 def perturb(x: torch.Tensor, sigma: torch.Tensor | float, steps: torch.Tensor | int, *,

@@ -514,6 +514,7 @@ class DiscrepancyProbe:
         self.trials, self.distance, self.seed = trials, distance, seed
         self.proxy, self.proxy_samples, self.max_samples = proxy, proxy_samples, max_samples
         self._run: tuple | None = None  # (source classifier, its stats) of the current run
+        self._classifiers: dict[tuple, tuple] = {}
 
     def __call__(self, model: nn.Module, method, task, splits: dict,
                  record: dict | None) -> dict[str, Any]:
@@ -522,8 +523,14 @@ class DiscrepancyProbe:
         if task.output != "classification":
             return {"skipped": f"{task.key} is {task.output}; Algorithm 2 needs class labels"}
         if record is None:  # a new run starts: fit the source classifier on the pretrained body
-            self._run = source_classifier(model.body, proxy=self.proxy,
-                                          proxy_samples=self.proxy_samples, seed=self.seed)
+            # keyed by the body's weights: runs that start from the same body share it
+            key = (model.body.name, float(sum(p.detach().double().sum()
+                                              for p in model.body.parameters())))
+            if key not in self._classifiers:
+                self._classifiers[key] = source_classifier(
+                    model.body, proxy=self.proxy, proxy_samples=self.proxy_samples,
+                    seed=self.seed)
+            self._run = self._classifiers[key]
         if self._run is None:
             raise InvalidInputError("DiscrepancyProbe missed the call before fine-tuning; pass "
                                     "it to crossmodal.runner.run(probe=...) of a fresh run")

@@ -1,0 +1,198 @@
+"""crossmodal.studies: the tables, checks and runs behind the five method notebooks (fake runs,
+no training)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from crossmodal import notebook as cm
+from crossmodal import studies as st
+from crossmodal.errors import InvalidInputError, UnknownNameError
+
+
+def _result(task, method, seed, options, final, report=None, probes=None, epochs=3):
+    return {"task": task, "method": method, "seed": seed, "body": "minilm",
+            "metric": {"display": "err", "lower_is_better": True},
+            "final_metric": final, "best_metric": final,
+            "epochs": [{"test_metric": final + e, "train_loss": 0.5} for e in range(epochs)][::-1],
+            "n_train": 2, "n_test": 2, "wall_seconds": 0.0,
+            "method_report": report or {}, **({"probes": probes} if probes is not None else {})}
+
+
+# --------------------------------------------------------------------------- PaRe
+
+
+def test_pare_variants_put_the_default_first_and_reject_unknown_ablations():
+    names = [v.name for v in st.pare_variants("k_schedule", ["exponential"], "smoke")]
+    assert names == ["linear", "exponential"]
+    v = st.pare_variants("gate", ["mlp", "fc"], "smoke")
+    assert [x.name for x in v] == ["fc", "mlp"] and v[1].options["gate"] == "mlp"
+    assert v[0].options["proxy_samples"] == cm.METHOD_PROFILE_OPTIONS["pare"]["smoke"][
+        "proxy_samples"]
+    with pytest.raises(UnknownNameError):
+        st.pare_variants("lambda", ["x"], "smoke")
+
+
+def test_pare_paper_values_come_from_tables_4_to_6():
+    assert st.pare_paper_value("k_schedule", "exponential", "CIFAR100") == 6.38
+    assert st.pare_paper_value("mixing", "mixup", "Cosmic") == 0.5
+    assert st.pare_paper_value("selection", "random", "Spherical") == 28.06
+    assert st.pare_paper_value("gate", "mlp", "ECG") is None  # Table 6 has 7 tasks
+    assert st.pare_paper_value("k_schedule", "constant", "CIFAR100") is None
+    t = st.pare_paper_table("selection", ["random"])
+    assert list(t.columns) == ["task", "metric", "gate", "random"] and len(t) == 10
+    assert t.loc[t["task"] == "CIFAR100", "gate"].item() == 6.25
+
+
+def test_run_pare_ablations_shares_the_default_run_and_checks_directions(monkeypatch):
+    calls = []
+    finals = {"linear": 2.0, "exponential": 3.0, "mixup": 2.0}
+
+    def fake_run(task, method, profile, **kw):
+        o = kw["method_options"]
+        calls.append(o)
+        key = o.get("k_schedule", o.get("mixing"))
+        key = "linear" if key == "patch_replacement" else key
+        rep = {"k_schedule": o.get("k_schedule", "linear"), "k0": 3000, "n_patches": 20}
+        return _result(task, method, kw["seed"], o, finals[key], rep)
+
+    import crossmodal.runner
+
+    monkeypatch.setattr(crossmodal.runner, "run", fake_run)
+    monkeypatch.setattr(cm, "load_splits", lambda nb, task, seed: {})
+    nb = cm.settings("pare_k_schedules", "smoke", tasks=["smoke_gunpoint"])
+    report_runs = st.run_pare_ablations(nb, {"k_schedule": ["linear", "exponential"],
+                                             "mixing": ["mixup"], "gate": None})
+    assert len(calls) == 3 and len(report_runs) == 4  # linear == patch_replacement: one run
+    table = st.pare_ablation_table(report_runs, "smoke")
+    assert list(table["variant"]) == ["linear", "exponential", "patch_replacement", "mixup"]
+    assert table["paper"].isna().all() and (table["status"] == "no paper value").all()
+    checks = {c.claim: c for c in st.pare_ablation_checks(table)}
+    assert checks["PaRe's linear beats exponential"].holds
+    mix = checks["PaRe's patch_replacement beats mixup"]
+    assert not mix.holds and "1 ties" in mix.detail and "9/10 tasks" in mix.detail
+    k = st.pare_k_table(report_runs)
+    assert set(k["schedule"]) == {"linear", "exponential"}
+    assert list(k[k["schedule"] == "linear"]["k"]) == [20, 13, 6]
+    wide = st.k_wide(k)
+    assert list(wide.columns) == ["task", "schedule", "N", "ep1", "ep2", "ep3"]
+    with pytest.raises(InvalidInputError, match="no PaRe ablation"):
+        st.run_pare_ablations(nb, {"k_schedule": []})
+
+
+def test_gradual_schedule_check_is_asserted():
+    c = st.check_gradual_schedules(["linear", "exponential", "piecewise", "non_gradual"], 3000,
+                                   [3, 60])
+    assert c.holds and c.asserted and "non_gradual" not in c.detail
+
+
+# --------------------------------------------------------------------------- MoNA
+
+
+def _mona_runs():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(30, 5, generator=gen, dtype=torch.float64)
+    labels = (torch.arange(30) % 2)
+    probes = [{"epoch": 0, "discrepancy": 0.4, "discrepancy_exact": 0.3,
+               "source_logits": logits.tolist(), "target_labels": labels.tolist()},
+              {"epoch": 1, "discrepancy": 0.5, "discrepancy_exact": 0.45}]
+    rows = [cm.run_row(_result("smoke_gunpoint", "nft", 0, {}, 10.0, probes=probes, epochs=1)),
+            cm.run_row(_result("smoke_digits", "nft", 0, {}, 10.0, epochs=1,
+                               probes=[{"epoch": 0, "skipped": "10 classes"}]))]
+    return pd.DataFrame(rows)
+
+
+def test_discrepancy_frame_and_the_approximation_study():
+    runs = _mona_runs()
+    frame = st.discrepancy_frame(runs)
+    assert list(frame["epoch"]) == [0, 1, 0]
+    assert math.isnan(frame["test_metric"].iloc[0]) and frame["test_metric"].iloc[1] == 10.0
+    assert frame["skipped"].iloc[2] == "10 classes"
+    study = st.discrepancy_approximation(runs, ["disagreement", "kl"], [1, 10])
+    assert set(study["distance"]) == {"disagreement", "kl"}
+    assert (study["classes"] == 2).all() and (study["source_classes"] == 5).all()
+    checks = st.check_approximation(study)
+    assert all(c.holds and c.asserted for c in checks)
+    broken = study.assign(approx=study["exact"] - 0.1)
+    with pytest.raises(AssertionError, match="approximation is >="):
+        st.check_approximation(broken)
+    with pytest.raises(InvalidInputError, match="source logits"):
+        st.discrepancy_approximation(runs, ["tv"], [1], task="smoke_digits")
+
+
+# --------------------------------------------------------------------------- RECRAFT
+
+
+def test_bound_frame_and_the_asserted_bound_check():
+    probes = [{"epoch": 0, "bound": 3.0, "target_loss": 1.0, "gap": 2.0},
+              {"epoch": 2, "source_error": 0.5, "fa": 1.0, "fld": 0.4, "tf": 0.3,
+               "bound": 2.2, "target_loss": 1.1, "gap": 1.0, "kappa": 0.5}]
+    runs = pd.DataFrame([cm.run_row(_result("smoke_gunpoint", "recraft", 0, {}, 30.0,
+                                            probes=probes)),
+                         cm.run_row(_result("smoke_advection", "recraft", 0, {}, 0.1,
+                                            probes=[{"epoch": 0, "skipped": "dense"}]))])
+    last = st.bound_frame(runs)
+    assert list(last["epoch"]) == [2, 0] and last["gap_pct"].iloc[0] == pytest.approx(100.0)
+    assert last["skipped"].iloc[1] == "dense" and math.isnan(last["bound"].iloc[1])
+    assert len(st.bound_frame(runs, epoch="all")) == 3
+    c = st.check_bound_above_loss(last)
+    assert c.holds and c.asserted and "1/1 runs" in c.detail
+    with pytest.raises(AssertionError, match="bound"):
+        st.check_bound_above_loss(last.assign(bound=0.5))
+    assert st.check_bound_above_loss(last.iloc[1:]) is None
+    assert st.recraft_gap_claim() == (29.0, "less than 29%")
+
+
+def test_kappa_variants_table_and_range():
+    vs = st.kappa_variants([0.1, 0.5], "smoke")
+    assert [v.name for v in vs] == ["kappa=0.1", "kappa=0.5"] and vs[1].options["kappa"] == 0.5
+    rows = [cm.run_row(_result("t", "recraft", s, {}, 10.0 + s + k,
+                               {"kappa": k, "fa_after": 1.0, "fld_after": 0.5,
+                                "recalibration_holdout": {"loss": 1 / k, "accuracy": 0.9}}))
+            for k in (0.1, 0.5) for s in (0, 1)]
+    table = st.kappa_table(pd.DataFrame(rows))
+    assert list(table["kappa"]) == [0.1, 0.5]
+    assert list(table["ours"]) == pytest.approx([10.6, 11.0])
+    assert list(table["proxy_loss"]) == pytest.approx([10.0, 2.0])
+    assert st.recraft_kappa_range() == (0.3, 0.5)
+
+
+# --------------------------------------------------------------------------- gap-adaptive
+
+
+def test_gap_estimates_weights_and_their_check(monkeypatch, tmp_path):
+    import crossmodal.methods.gap_adaptive as ga
+
+    seen = []
+
+    def fake_estimate(task, profile, *, splits, seed, distances, **opts):
+        seen.append((task, distances, opts["gap_samples"]))
+        dense = task == "smoke_advection"
+        return {"gap_distance": "mmd" if dense else "otdd",
+                "gaps": {"otdd": None if dense else 40.0, "mmd": 0.2}}
+
+    monkeypatch.setattr(ga, "estimate_task_gap", fake_estimate)
+    monkeypatch.setattr(st, "load_splits", lambda nb, task, seed: {})
+    nb = cm.settings("modality_gap", "smoke", tasks=["smoke_gunpoint", "smoke_advection"],
+                     output_dir=tmp_path)
+    gaps = st.gap_estimates(nb)
+    assert [s[1] for s in seen] == [("otdd", "mmd")] * 2
+    assert seen[0][2] == cm.METHOD_PROFILE_OPTIONS["gap_adaptive_a"]["smoke"]["gap_samples"]
+    assert list(gaps["uses"]) == [True, False, False, True]
+    assert np.isnan(gaps["D"].iloc[2])
+    weights = st.weight_frame(gaps, 3, alpha=1.0, beta=1.0, eps=1e-3, gamma=1.0)
+    cont = weights[weights["weighting"] == "continuous"]
+    assert len(cont) == 6 and cont["source_weight"].iloc[0] == pytest.approx(1 / 40.001)
+    switch = weights[weights["weighting"] == "switch"]
+    # OTDD 40 > Gamma: target only; MMD 0.2 <= Gamma: both losses
+    assert set(switch[switch["task"] == "smoke_gunpoint"]["source_weight"]) == {0.0}
+    assert set(switch[switch["task"] == "smoke_advection"]["source_weight"]) == {1.0}
+    c = st.check_weights(weights)
+    assert c.holds and c.asserted and "smoke_gunpoint: 40" in c.detail
+    with pytest.raises(AssertionError):
+        st.check_weights(cont.assign(source_weight=cont["epoch"].astype(float)))
