@@ -196,3 +196,65 @@ def test_gap_estimates_weights_and_their_check(monkeypatch, tmp_path):
     assert c.holds and c.asserted and "smoke_gunpoint: 40" in c.detail
     with pytest.raises(AssertionError):
         st.check_weights(cont.assign(source_weight=cont["epoch"].astype(float)))
+
+
+# --------------------------------------------------------------------------- more helpers
+
+
+def test_paper_notes_records_and_variants():
+    notes = st.paper_notes("mona_knowledge_discrepancy")
+    assert "no numeric discrepancy values" in notes and notes.count("\n- ") == 1
+    assert "Gamma" in st.paper_notes("proposed_hyperparameters")
+    recs = st.records(pd.DataFrame({"a": [1.0, np.nan]}))
+    assert recs == [{"a": 1.0}, {"a": None}]
+    assert [v.name for v in st.mona_variants("smoke")] == ["nft", "mona"]
+    vs = st.gap_variants(["nft", "gap_adaptive_a"], "smoke", alpha=0.5, beta=2.0, eps=0.1,
+                         gamma=3.0)
+    assert vs[0].options == {} and vs[1].options["beta"] == 2.0 and vs[1].options["gamma"] == 3.0
+
+
+def test_discrepancy_trend_is_observed_per_task():
+    frame = pd.DataFrame({"task": ["a"] * 3 + ["b"] * 2, "variant": "nft",
+                          "epoch": [0, 1, 2, 0, 1], "discrepancy": 0.5,
+                          "discrepancy_exact": [0.2, 0.3, 0.4, 0.5, 0.1]})
+    checks = st.check_discrepancy_trend(frame)
+    assert [c.holds for c in checks] == [True, False] and not checks[0].asserted
+    assert "0: 0.2, 1: 0.3, 2: 0.4" in checks[0].detail
+
+
+def test_bound_table_and_the_gap_claim():
+    frame = pd.DataFrame({"task": ["a", "b", "c"], "bound": [2.0, 3.0, np.nan],
+                          "target_loss": [1.0, 2.0, np.nan], "gap_pct": [100.0, 50.0, np.nan]})
+    table = st.bound_table(frame, "smoke")
+    assert list(table["task"]) == ["a", "b", "mean over tasks"]
+    assert table["ours"].iloc[-1] == 75.0 and table["paper"].iloc[-1] == 29.0
+    assert table["status"].iloc[-1] == "direction only (smoke)"
+    c = st.check_gap_claim(frame)
+    assert not c.holds and "75 %" in c.detail and "less than 29%" in c.detail
+    assert st.check_gap_claim(frame.assign(gap_pct=[10.0, 20.0, np.nan])).holds
+
+
+def test_kappa_checks_and_results():
+    table = pd.DataFrame({"task": "t", "kappa": [0.1, 0.3, 1.0], "metric": "err",
+                          "lower_is_better": True, "ours": [20.0, 10.0, 10.0]})
+    sweep = pd.DataFrame({"kappa": [None, 0.1, 0.3, 1.0], "fit_loss": [0.5, 1.5, 1.0, 0.6],
+                          "holdout_accuracy": [0.9, 0.7, 0.895, 0.9]})
+    checks = st.kappa_checks(table, sweep, tolerance=0.01)
+    assert checks[0].asserted and checks[0].holds
+    assert checks[1].holds and "0.3" in checks[1].detail  # App. F's rule picks 0.3
+    assert checks[2].holds and "kappa 0.3, 1" in checks[2].detail  # a tie at 0.3 and 1.0
+    with pytest.raises(AssertionError, match="larger source loss"):
+        st.kappa_checks(table, sweep.assign(fit_loss=[0.5, 0.5, 1.0, 1.5]), tolerance=0.01)
+    res = st.kappa_results(table, "smoke")
+    assert list(res["variant"]) == ["kappa=0.1", "kappa=0.3", "kappa=1"]
+    assert res["paper"].isna().all()
+
+
+def test_weight_frame_takes_the_paper_epochs_when_epochs_is_none():
+    gaps = pd.DataFrame({"task": ["ECG"], "distance": ["otdd"], "D": [1.0], "uses": [True]})
+    w = st.weight_frame(gaps, None, alpha=1.0, beta=1.0, eps=1e-3, gamma=1.0, profile="paper")
+    from crossmodal.profiles import train_defaults
+    from crossmodal.tasks import get_task
+
+    n = train_defaults(get_task("ECG"), "paper")["epochs"]
+    assert w["epoch"].max() == n and len(w) == 2 * n
