@@ -268,6 +268,10 @@ def fit(
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
+        if hasattr(train_loader, "set_epoch"):
+            # Accelerate's loader re-sets the sampler's epoch to its own iteration count at
+            # each __iter__, which restarts at 0 in a resumed process: give it the true epoch.
+            train_loader.set_epoch(epoch)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout etc. depend on (seed, epoch)
         state.epoch = epoch
         if on_epoch_start is not None:
