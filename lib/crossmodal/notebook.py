@@ -90,7 +90,9 @@ NOTEBOOKS: dict[str, NotebookDefaults] = {
         tasks={"smoke": ("smoke_basicmotions",), "lab": ("Satellite",), "paper": ("Satellite",)},
         smoke_epochs=2),
     "main_results": NotebookDefaults(
-        tasks={"smoke": ("smoke_gunpoint", "smoke_basicmotions"),
+        # every smoke task x every method: `make reproduce` leaves a result for each
+        tasks={"smoke": ("smoke_gunpoint", "smoke_basicmotions", "smoke_digits",
+                         "smoke_advection"),
                "lab": NB360_TASKS + PDEBENCH_TASKS, "paper": NB360_TASKS + PDEBENCH_TASKS},
         smoke_epochs=2),
     "orca_ablations": NotebookDefaults(
