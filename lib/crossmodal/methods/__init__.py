@@ -3,12 +3,14 @@
 One module per method; each defines a config dataclass and a :class:`Method` subclass.
 """
 
-from crossmodal.methods import baselines  # noqa: F401  (registers scratch, nft, fpt)
-from crossmodal.methods import mona  # noqa: F401
-from crossmodal.methods import recraft  # noqa: F401
-from crossmodal.methods import pare  # noqa: F401
-from crossmodal.methods import gap_adaptive  # noqa: F401
-from crossmodal.methods import orca  # noqa: F401
+from crossmodal.methods import (
+    baselines,  # noqa: F401  (registers scratch, nft, fpt)
+    gap_adaptive,  # noqa: F401
+    mona,  # noqa: F401
+    orca,  # noqa: F401
+    pare,  # noqa: F401
+    recraft,  # noqa: F401
+)
 from crossmodal.methods.base import (
     METHODS,
     Method,
