@@ -7,7 +7,7 @@ For each ``n`` and inner mode we report, for ours and (when importable) the refe
 * ``time_s``: the minimum over ``--repeats`` runs (the machine is shared; the minimum is the
   least noisy estimate); the two implementations alternate within each repeat, in one process;
 * ``value`` and ``rel_diff`` = |ours / reference - 1|;
-* ``peak_mib``: the peak resident memory added by one call, measured in a forked child
+* ``peak_mib``: the peak resident memory added by one call, measured in a fresh
   process (``ru_maxrss`` of the child minus its resident size before the call).
 
 The reference is microsoft/otdd's ``DatasetDistance``; it is not part of this repository. It
@@ -25,11 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import multiprocessing as mp
 import os
 import pathlib
 import platform
 import resource
+import subprocess
 import sys
 import time
 
@@ -90,29 +90,33 @@ def _rss_mib() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _child(fn, args, conn):
-    torch.set_num_threads(conn_threads[0])
+def _memory_child(which: str, n: int, inner: str, threads: int, reference_path: str | None):
+    """Run one call in this fresh process and print the peak resident memory it added."""
+    torch.set_num_threads(threads)
+    fn = ours if which == "ours" else load_reference(reference_path)
+    fn(*make_data(60), inner)  # warm-up: lazy imports, compiled kernels, allocator pools
+    data = make_data(n)
     before = _rss_mib()
-    fn(*args)
+    fn(*data, inner)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-    conn.send(peak - before)
-    conn.close()
+    print(json.dumps({"peak_mib": peak - before}))
 
 
-conn_threads = [1]
+def peak_memory(which: str, n: int, inner: str, threads: int,
+                reference_path: str | None) -> float | None:
+    """Peak resident memory (MiB) added by one call, measured in a fresh Python process.
 
-
-def peak_memory(fn, args) -> float | None:
-    """Peak resident memory (MiB) added by ``fn(*args)``, in a forked child."""
+    A fresh process (not ``fork``): forking after torch's OpenMP thread pool has started can
+    deadlock the child.
+    """
     if platform.system() != "Linux":
         return None
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_child, args=(fn, args, child))
-    proc.start()
-    value = parent.recv()
-    proc.join()
-    return round(value, 1)
+    cmd = [sys.executable, __file__, "--memory-child", which, "--sizes", str(n),
+           "--inner", inner, "--threads", str(threads)]
+    if reference_path:
+        cmd += ["--reference-path", reference_path]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
+    return round(json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"], 1)
 
 
 def interleaved_times(fns, args, repeats: int) -> list[tuple[float, float]]:
@@ -137,9 +141,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--reference-path", default=None, help="a microsoft/otdd checkout")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     ap.add_argument("-o", "--output", default=str(ROOT / "benchmarks/results/otdd.json"))
+    ap.add_argument("--memory-child", choices=["ours", "reference"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.memory_child:
+        _memory_child(args.memory_child, args.sizes[0], args.inner[0], args.threads,
+                      args.reference_path)
+        return {}
     torch.set_num_threads(args.threads)
-    conn_threads[0] = args.threads
     reference = load_reference(args.reference_path)
     rows = []
     for n in args.sizes:
@@ -155,9 +163,10 @@ def main(argv=None) -> dict:
                 row["speedup"] = round(row["ref_time_s"] / row["ours_time_s"], 2)
                 row["rel_diff"] = abs(row["ours_value"] / row["ref_value"] - 1.0)
             if not args.no_memory:
-                row["ours_peak_mib"] = peak_memory(ours, (*data, inner))
+                mem = (n, inner, args.threads, args.reference_path)
+                row["ours_peak_mib"] = peak_memory("ours", *mem)
                 if reference is not None:
-                    row["ref_peak_mib"] = peak_memory(reference, (*data, inner))
+                    row["ref_peak_mib"] = peak_memory("reference", *mem)
             for key in ("ours_time_s", "ref_time_s"):
                 if key in row:
                     row[key] = round(row[key], 4)
@@ -169,10 +178,10 @@ def main(argv=None) -> dict:
         "threads": args.threads,
         "repeats": args.repeats,
         "timing": "minimum over repeats; ours and reference alternate within each repeat, one process",
-        "memory": "peak RSS added by one call, in a forked child (MiB)",
+        "memory": "peak RSS added by one call, in a fresh process (MiB)",
         "reference": getattr(reference, "version", None),
         "torch": torch.__version__,
-        "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs (shared)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs",
         "rows": rows,
     }
     out = pathlib.Path(args.output)
