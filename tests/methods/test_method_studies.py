@@ -27,19 +27,12 @@ from crossmodal.methods.recraft import (
     relative_gap,
     select_kappa,
 )
-from crossmodal.runner import run
+from crossmodal.runner import run, subsample
 from crossmodal.tasks import get_task
 
 
 def small_splits(key: str, n_train: int = 24, n_test: int = 16):
-    splits = get_task(key).load("unused")
-    rng = np.random.default_rng(0)
-    out = {}
-    for name, n in (("train", n_train), ("test", n_test)):
-        x, y = splits[name]
-        idx = np.sort(rng.permutation(len(x))[:n])
-        out[name] = (x[idx], y[idx])
-    return out
+    return subsample(get_task(key).load("unused"), n_train, n_test, seed=0)
 
 
 # ------------------------------------------------------------------ MoNA: Algorithm 2 study

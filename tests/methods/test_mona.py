@@ -21,7 +21,7 @@ from crossmodal.methods.mona import (
     uniformity_loss,
     virtual_step,
 )
-from crossmodal.runner import run
+from crossmodal.runner import run, subsample
 from crossmodal.tasks import get_task
 
 # ------------------------------------------------------------- alignment and uniformity
@@ -224,14 +224,7 @@ def test_config_is_validated():
 
 
 def small_splits(key: str, n_train: int = 32, n_test: int = 24):
-    splits = get_task(key).load("unused")
-    rng = np.random.default_rng(0)
-    out = {}
-    for name, n in (("train", n_train), ("test", n_test)):
-        x, y = splits[name]
-        idx = np.sort(rng.permutation(len(x))[:n])
-        out[name] = (x[idx], y[idx])
-    return out
+    return subsample(get_task(key).load("unused"), n_train, n_test, seed=0)
 
 
 @pytest.mark.slow

@@ -13,19 +13,12 @@ from crossmodal.errors import InvalidInputError
 from crossmodal.methods import RunContext, get_method
 from crossmodal.methods.orca import alignment_labels, pseudo_labels
 from crossmodal.models import build_model
-from crossmodal.runner import run
+from crossmodal.runner import run, subsample
 from crossmodal.tasks import get_task
 
 
 def small_splits(key: str, n_train: int = 60, n_test: int = 20):
-    splits = get_task(key).load("unused")
-    rng = np.random.default_rng(0)
-    out = {}
-    for name, n in (("train", n_train), ("test", n_test)):
-        x, y = splits[name]
-        idx = np.sort(rng.permutation(len(x))[:n])
-        out[name] = (x[idx], y[idx])
-    return out
+    return subsample(get_task(key).load("unused"), n_train, n_test, seed=0)
 
 
 def test_pseudo_labels_cluster_continuous_targets_deterministically():

@@ -26,7 +26,7 @@ from crossmodal.methods.recraft import (
     recalibrate_source_head,
     wasserstein1,
 )
-from crossmodal.runner import run
+from crossmodal.runner import run, subsample
 from crossmodal.tasks import get_task
 
 # ------------------------------------------------------------------------------- FLD
@@ -294,14 +294,7 @@ def test_predictor_choice_and_stage2_parameters():
 
 
 def small_splits(key: str, n_train: int = 32, n_test: int = 24):
-    splits = get_task(key).load("unused")
-    rng = np.random.default_rng(0)
-    out = {}
-    for name, n in (("train", n_train), ("test", n_test)):
-        x, y = splits[name]
-        idx = np.sort(rng.permutation(len(x))[:n])
-        out[name] = (x[idx], y[idx])
-    return out
+    return subsample(get_task(key).load("unused"), n_train, n_test, seed=0)
 
 
 FAST = dict(proxy_samples=40, recal_epochs=60, fa_epochs=2, fld_epochs=1, stage1_samples=16,
