@@ -14,7 +14,7 @@ from crossmodal.metrics import relative_l2 as relative_l2_metric
 
 def _inputs(name: str, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """A (pred, target) pair of the kind each loss expects."""
-    if name == "cross_entropy":
+    if name in ("cross_entropy", "focal"):
         return torch.randn(6, 4, generator=gen), torch.randint(0, 4, (6,), generator=gen)
     if name == "bce_logits":
         return torch.randn(6, 5, generator=gen), torch.randint(0, 2, (6, 5), generator=gen)

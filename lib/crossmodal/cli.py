@@ -3,6 +3,7 @@
     crossmodal tasks                          # the task registry, with data presence
     crossmodal methods                        # registered methods and their options
     crossmodal run --task smoke_digits --method nft --profile smoke --out runs/x
+    crossmodal protocol ECG --method orca     # the resolved settings of a run, with sources
     crossmodal reproduce --profile smoke      # run every notebook (papermill) into reports/
     crossmodal data download|verify|generate|list ...
 """
@@ -97,6 +98,17 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_protocol(args) -> int:
+    from crossmodal.protocol import format_protocol, resolve
+
+    proto = resolve(args.task, args.method, args.profile)
+    if args.json:
+        print(json.dumps(proto.to_json(), indent=2))
+    else:
+        print(format_protocol(proto))
+    return 0
+
+
 def cmd_reproduce(args) -> int:
     from crossmodal.reproduce import reproduce
 
@@ -144,6 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a training option, e.g. -t lr=1e-4 -t batch_size=8 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("protocol", help="print the resolved settings of a (task, method, "
+                       "profile), each with its source",
+                       description="The protocol table: fine-tuning settings, model (tokens, "
+                       "dropout, embedder init), task loss and the method's stage settings, "
+                       "each with its source (paper table or the authors' config file and key).")
+    p.add_argument("task", help="task key (see `crossmodal tasks`)")
+    p.add_argument("--method", "-m", default="nft", help="method name (default nft)")
+    p.add_argument("--profile", default="paper", choices=["smoke", "lab", "paper"])
+    p.add_argument("--json", action="store_true", help="print JSON instead of a listing")
+    p.set_defaults(func=cmd_protocol)
 
     p = sub.add_parser("reproduce", help="run the smoke/lab/paper reproduction into reports/")
     p.add_argument("--profile", default="smoke", choices=["smoke", "lab", "paper"])

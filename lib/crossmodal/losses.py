@@ -3,13 +3,22 @@
 ========================  ====================================  =================================
 name                      pred / target                         used by (ORCA's task configs)
 ========================  ====================================  =================================
-``cross_entropy``         (n, K) logits / (n,) class indices    CIFAR-100, Spherical, NinaPro,
-                                                                ECG, Satellite
-``bce_logits``            logits / same-shape 0-1 targets       FSD50K, Cosmic, DeepSEA
-``mse``                   same shapes                           PSICOV, PDEBench
-``relative_l2``           (n, ...) same shapes                  Darcy Flow
+``cross_entropy``         (n, K) logits / (n,) class indices    CIFAR-100, Spherical, ECG,
+                                                                Satellite
+``focal``                 (n, K) logits / (n,) class indices    NinaPro (``FocalLoss(alpha=1)``)
+``bce_logits``            logits / same-shape 0-1 targets       FSD50K (pos_weight 10), Cosmic,
+                                                                DeepSEA (pos_weight 4)
+``mse``                   same shapes                           PSICOV
+``relative_l2``           (n, ...) same shapes                  Darcy Flow (``LpLoss``)
+``nrmse``                 (n, ...) same shapes                  PDEBench Advection, Diffusion-
+                                                                Reaction 1D/2D, Diffusion-
+                                                                Sorption, Darcy 2D, Shallow Water
+``rmse``                  (n, ...) same shapes                  PDEBench Burgers, Navier-Stokes 1D
 ``l1``                    same shapes                           (regression alternative)
 ========================  ====================================  =================================
+
+A task's loss options (e.g. ``pos_weight``) live in ``TaskSpec.loss_options``;
+:func:`task_loss` binds them, so every method trains with the same task loss.
 
 The losses check shapes only: shapes are known without a device synchronisation, values are
 not. Non-finite losses are caught by the training loop (:class:`crossmodal.errors.NonFiniteLossError`).
@@ -132,9 +141,68 @@ def relative_l2(pred: Tensor, target: Tensor, *, eps: float = 1e-12) -> Tensor:
     return (diff / norm.clamp_min(eps)).mean()
 
 
+def focal(logits: Tensor, labels: Tensor, *, alpha: float = 1.0, gamma: float = 0.0) -> Tensor:
+    r"""Mean multi-class focal loss (ORCA's ``FocalLoss`` for NinaPro).
+
+    .. math:: \mathcal L = \frac1n \sum_i -\alpha\,(1 - p_{i y_i})^\gamma \log p_{i y_i},
+              \qquad p = \operatorname{softmax}(z)
+
+    ORCA uses ``FocalLoss(alpha=1)`` with its default ``gamma=0``, which is the cross-entropy
+    (ORCA adds 1e-9 inside the log, a difference below 1e-8 here).
+
+    Parameters
+    ----------
+    logits : (n, K) scores.
+    labels : (n,) integer class indices.
+    alpha, gamma : the weight and the focusing exponent.
+    """
+    ce = cross_entropy(logits, labels)  # validates the shapes
+    if gamma == 0.0:
+        return alpha * ce
+    logp = F.log_softmax(logits, dim=1).gather(1, labels.long().unsqueeze(1)).squeeze(1)
+    return (-alpha * (1.0 - logp.exp()).pow(gamma) * logp).mean()
+
+
+def _per_sample_rmse(pred: Tensor, target: Tensor, loss: str) -> tuple[Tensor, Tensor]:
+    _same_shape(pred, target, loss)
+    if pred.ndim < 2:
+        raise InvalidInputError(f"{loss}: expected pred and target of shape (n, ...), got shape "
+                                f"{tuple(pred.shape)}")
+    n = pred.shape[0]
+    t = target.to(pred.dtype).reshape(n, -1)
+    # the floor keeps the gradient finite when a prediction is exact (d sqrt(0) = inf)
+    err = (pred.reshape(n, -1) - t).pow(2).mean(1).clamp_min(1e-30).sqrt()
+    return err, t
+
+
+def rmse(pred: Tensor, target: Tensor) -> Tensor:
+    r"""Mean over samples of the per-sample RMSE (ORCA's ``rmse_loss``, Burgers / 1D CFD).
+
+    .. math:: \mathcal L = \frac1n \sum_i \sqrt{\operatorname{mean}_j (p_{ij} - y_{ij})^2}
+    """
+    err, _ = _per_sample_rmse(pred, target, "rmse")
+    return err.mean()
+
+
+def nrmse(pred: Tensor, target: Tensor, *, eps: float = 1e-12) -> Tensor:
+    r"""Mean normalised RMSE (ORCA's ``nrmse_loss``, PDEBench's nRMSE) as a training loss.
+
+    .. math:: \mathcal L = \frac1n \sum_i
+              \frac{\sqrt{\operatorname{mean}_j (p_{ij} - y_{ij})^2}}
+                   {\max(\sqrt{\operatorname{mean}_j y_{ij}^2}, \varepsilon)}
+
+    ``eps`` keeps an all-zero target finite (ORCA divides without a floor).
+    """
+    err, t = _per_sample_rmse(pred, target, "nrmse")
+    return (err / t.pow(2).mean(1).sqrt().clamp_min(eps)).mean()
+
+
 #: Every loss by name.
 LOSSES: dict[str, LossFn] = {
     "cross_entropy": cross_entropy,
+    "focal": focal,
+    "nrmse": nrmse,
+    "rmse": rmse,
     "bce_logits": bce_logits,
     "mse": mse,
     "relative_l2": relative_l2,
@@ -166,3 +234,8 @@ def get_loss(name: str, **options) -> LossFn:
             f"loss {name!r} has no option(s) {unknown}; its options: {keywords or 'none'}"
         )
     return partial(fn, **options)
+
+
+def task_loss(task) -> LossFn:
+    """The training loss of a task: ``get_loss(task.loss, **task.loss_options)``."""
+    return get_loss(task.loss, **dict(getattr(task, "loss_options", None) or {}))

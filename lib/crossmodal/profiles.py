@@ -72,20 +72,19 @@ def paper_hyperparameters() -> dict[str, dict[str, str]]:
 
 
 def train_defaults(task: TaskSpec, profile: str | Profile) -> dict:
-    """Keyword arguments for :class:`crossmodal.training.TrainConfig` for a task and profile."""
+    """Keyword arguments for :class:`crossmodal.training.TrainConfig` for a task and profile.
+
+    ``paper``: the protocol table (:func:`crossmodal.protocol.resolve`): PaRe Tables 12/13 plus
+    ORCA's configs (summed accumulation, WarmupLR, betas (0.9, 0.98), per-task momentum and
+    clipping). ``smoke``/``lab``: the profile's epochs, batch size, optimiser and lr with the
+    TrainConfig defaults (mean accumulation, cosine schedule, clipping at 1).
+    """
     p = get_profile(profile) if isinstance(profile, str) else profile
     if p.name == "paper":
-        hp = paper_hyperparameters().get(task.key)
-        if hp is None:
-            raise unknown_name("task with paper hyperparameters", task.key,
-                               list(paper_hyperparameters()))
-        return dict(
-            epochs=int(float(hp["Epoch"])),
-            batch_size=int(float(hp["Batch Size"])),
-            grad_accum=int(float(hp.get("Accum.", 1))),
-            optimizer=hp["Optimizer"].lower(),
-            lr=float(hp["Learning Rate"]),
-            weight_decay=float(hp["Weight Decay"]),
-        )
+        from crossmodal.protocol import ORCA_CONFIGS, paper_tasks, resolve
+
+        if task.key not in ORCA_CONFIGS or task.key not in paper_hyperparameters():
+            raise unknown_name("paper task", task.key, paper_tasks())
+        return resolve(task, "nft", "paper").train_kwargs()
     return dict(epochs=p.epochs, batch_size=p.batch_size, grad_accum=1, optimizer=p.optimizer,
                 lr=p.lr, weight_decay=0.0)

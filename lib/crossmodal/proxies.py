@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -128,17 +129,20 @@ def load_digits_proxy(max_samples: int | None = 5000, seed: int = 0) -> ProxyDat
 
 
 def _paper_proxy(name: str):
-    def load(max_samples: int | None = 5000, seed: int = 0) -> ProxyData:
+    def load(max_samples: int | None = 5000, seed: int = 0, root=None) -> ProxyData:
         try:
             from crossmodal.data.proxies import load_proxy_arrays
         except ImportError as err:
             raise DataMissingError(
                 f"proxy {name!r} needs the downloaded data: crossmodal data download {name}"
             ) from err
-        return load_proxy_arrays(name, max_samples=max_samples, seed=seed)
+        return load_proxy_arrays(name, max_samples=max_samples, seed=seed, root=root)
 
     return load
 
+
+#: Proxies read from the data root (downloaded by ``crossmodal data download``).
+PAPER_PROXIES = ("conll2003", "cifar10")
 
 PROXIES = {
     "pydoc_topics": load_pydoc_topics,
@@ -148,10 +152,17 @@ PROXIES = {
 }
 
 
-def load_proxy(name: str, max_samples: int | None = 5000, seed: int = 0) -> ProxyData:
-    """Load a proxy dataset by name (at most ``max_samples``, ORCA uses 5000)."""
+def load_proxy(name: str, max_samples: int | None = 5000, seed: int = 0,
+               root: str | Path | None = None) -> ProxyData:
+    """Load a proxy dataset by name (at most ``max_samples``, ORCA uses 5000).
+
+    ``root`` is the data folder of downloaded proxies (the run's ``--data-root``; None:
+    ``$CROSSMODAL_DATA`` or ``./data``); bundled proxies ignore it.
+    """
     if name not in PROXIES:
         raise unknown_name("proxy dataset", name, list(PROXIES))
+    if name in PAPER_PROXIES:
+        return PROXIES[name](max_samples=max_samples, seed=seed, root=root)
     return PROXIES[name](max_samples=max_samples, seed=seed)
 
 

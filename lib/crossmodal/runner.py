@@ -9,6 +9,7 @@ This is what ``crossmodal run`` and the notebooks call::
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +64,28 @@ def make_train_config(task: TaskSpec, profile: str, *, epochs: int | None = None
     return TrainConfig(seed=seed, **kwargs)
 
 
+def resolve_device(device: str = "auto") -> str:
+    """The one device a run uses for every stage: ``"cuda"`` when available (``auto``)."""
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise InvalidInputError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidInputError(f"device {device!r} was asked for but torch sees no GPU; use "
+                                "-t device=cpu or auto")
+    return device
+
+
+def model_options(model_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The protocol's model settings that this kit's :func:`build_model` accepts.
+
+    Options the installed ``build_model`` does not take yet are left out (they are still
+    recorded in ``results.json`` under ``config.model`` with ``applied: false``).
+    """
+    accepted = set(inspect.signature(build_model).parameters)
+    return {k: v for k, v in model_kwargs.items() if k in accepted and v is not None}
+
+
 def run(
     task: str | TaskSpec,
     method: str = "nft",
@@ -98,22 +121,32 @@ def run(
         of the trained model itself (RECRAFT's bound, MoNA's discrepancy per epoch). Its
         JSON-able dicts go into the result's ``probes``, with ``epoch`` (0: before fine-tuning).
     """
+    from crossmodal.protocol import resolve
+
     t_start = time.perf_counter()
     spec = get_task(task) if isinstance(task, str) else task
     prof = get_profile(profile)
-    m = get_method(method, **(method_options or {}))
+    # the protocol table: method stage settings of the profile, user options on top
+    proto = resolve(spec, method, prof.name) if prof.name == "paper" else None
+    options = {**(proto.method_options() if proto else {}), **(method_options or {})}
+    m = get_method(method, **options)
     cfg = make_train_config(spec, profile, epochs=epochs, seed=seed, progress=progress,
                             **(train_options or {}))
+    device = resolve_device(cfg.device)
+    cfg.device = device  # fit runs where every other stage ran
     seed_everything(seed, cfg.num_threads)
     if splits is None:
         splits = load_task_data(spec, profile, data_root, seed)
     spec = spec_for_splits(spec, splits)  # generated PDE files are smaller than the paper's
     out_dir = Path(out) if out is not None else None
     ctx = RunContext(profile=prof.name, seed=seed, out_dir=out_dir, progress=progress,
-                     data_root=Path(resolve_data_root(data_root)))
+                     device=device, data_root=Path(resolve_data_root(data_root)))
 
     body_name = m.body_name(body or default_body(spec, prof))
-    model = build_model(spec, body_name, seed=seed)
+    wanted = proto.model_kwargs() if proto else {}
+    applied = model_options(wanted)
+    model = build_model(spec, body_name, seed=seed, **applied)
+    # stages before fit place what they train on ctx.device; fit (accelerate) moves the rest
     m.prepare(model, spec, ctx)
 
     extra_state: dict[str, Any] = {}
@@ -160,14 +193,30 @@ def run(
         "n_test": int(len(splits["test"][0])),
         "n_trainable_parameters": int(sum(p.numel() for p in model.parameters()
                                           if p.requires_grad)),
-        "config": {"train": dataclasses.asdict(cfg), "method": dataclasses.asdict(m.config)},
+        "config": {"train": dataclasses.asdict(cfg), "method": dataclasses.asdict(m.config),
+                   "model": {**{k: wanted.get(k) for k in
+                                ("n_tokens", "patch_size", "dropout", "embedder_init")},
+                             "n_tokens_built": _n_tokens(model, spec),
+                             "applied": sorted(applied)},
+                   **({"protocol": proto.to_json()} if proto else {})},
         "method_report": extra_state.get("method_report", {}),
         **({"probes": probes} if probe is not None else {}),
         "wall_seconds": time.perf_counter() - t_start,
-        "device": "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu",
+        "device": device,
         "versions": package_versions(),
         "status": "complete",
     }
     if out_dir is not None:
         write_json_atomic(result, out_dir / "results.json")
     return result
+
+
+def _n_tokens(model, spec: TaskSpec) -> int | None:
+    """The embedder's token count N for the task's input shape (None if it cannot be read)."""
+    try:
+        p = next(model.embedder.parameters())
+        with torch.no_grad():
+            return int(model.embedder(torch.zeros(1, *spec.input_shape, device=p.device,
+                                                  dtype=p.dtype)).shape[1])
+    except (StopIteration, RuntimeError, AttributeError, TypeError):
+        return None

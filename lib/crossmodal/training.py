@@ -18,6 +18,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,15 +31,38 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 from crossmodal.errors import InvalidInputError, NonFiniteLossError, unknown_name
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "linear", "cosine")
+SCHEDULES = ("constant", "linear", "cosine", "warmup_linear")
+ACCUM_SEMANTICS = ("mean", "sum")
 
 
 @dataclass
 class TrainConfig:
-    """Fine-tuning settings (defaults per task and profile: :func:`crossmodal.profiles.train_defaults`).
+    r"""Fine-tuning settings (defaults per task and profile: :func:`crossmodal.profiles.train_defaults`).
 
-    The learning rate warms up linearly for ``warmup_frac`` of the optimiser steps, then
-    follows ``schedule`` down to zero (ORCA uses warm-up followed by a decay).
+    Schedules. ``constant``/``linear``/``cosine``: the learning rate warms up linearly for
+    ``warmup_frac`` of the optimiser steps, then follows ``schedule`` down to zero (the
+    smoke and lab profiles use cosine). ``warmup_linear`` is ORCA's ``WarmupLR``
+    (``src/task_configs.py:get_scheduler``), stepped once per micro-batch as ORCA does, with
+    s the micro-batch count, W = ``warmup_epochs`` x batches per epoch and
+    T = ``decay_epochs`` x batches per epoch:
+
+    .. math:: f(s) = s / W \quad (s < W), \qquad f(s) = (T - s) / (T - W) \quad (s \ge W)
+
+    so the factor starts at 0 and, where ``decay_epochs`` exceeds ``epochs``, ends above 0
+    (the paper profile uses it).
+
+    Accumulation (``grad_accum`` micro-batches per optimiser step), ``accum_semantics``:
+
+    * ``"mean"`` (smoke and lab profiles): back-propagate ``loss / grad_accum``; the last,
+      shorter window of an epoch also steps.
+    * ``"sum"`` (paper profile; ORCA ``src/main.py:train_one_epoch`` and PaRe
+      ``main_PaRe*.py``): back-propagate the raw loss, so the step uses the *sum* of the
+      micro-batch gradients, and step every ``grad_accum`` micro-batches; the micro-batches
+      left over at the end of an epoch are discarded, as the authors' loop does (it zeroes
+      the gradients at the start of each epoch).
+
+    ``clip_grad``: max gradient norm; ``None`` or a value <= 0 switches clipping off (ORCA's
+    ``clip: -1``). ``betas``: Adam/AdamW betas (ORCA: (0.9, 0.98)); ``momentum``: SGD.
     """
 
     epochs: int = 3
@@ -48,9 +72,13 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
     schedule: str = "cosine"
     warmup_frac: float = 0.1
+    warmup_epochs: float = 5.0
+    decay_epochs: float | None = None
     grad_accum: int = 1
+    accum_semantics: str = "mean"
     clip_grad: float | None = 1.0
     seed: int = 0
     num_threads: int | None = 2
@@ -64,6 +92,19 @@ class TrainConfig:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
         if self.schedule not in SCHEDULES:
             raise unknown_name("schedule", self.schedule, SCHEDULES)
+        if self.accum_semantics not in ACCUM_SEMANTICS:
+            raise unknown_name("accumulation semantics", self.accum_semantics, ACCUM_SEMANTICS)
+        betas = tuple(self.betas)
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise InvalidInputError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.warmup_epochs < 0:
+            raise InvalidInputError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.schedule == "warmup_linear":
+            decay = self.decay_epochs if self.decay_epochs is not None else self.epochs
+            if decay <= self.warmup_epochs:
+                raise InvalidInputError(
+                    f"warmup_linear needs decay_epochs ({decay}) > warmup_epochs "
+                    f"({self.warmup_epochs}); raise decay_epochs or lower warmup_epochs")
         for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -108,12 +149,30 @@ def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.op
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)
+    betas = tuple(float(b) for b in cfg.betas)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
 
 
-def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int,
+                   batches_per_epoch: int | None = None):
+    """The learning-rate schedule (see :class:`TrainConfig`).
+
+    ``total_steps`` counts optimiser steps; ``warmup_linear`` counts micro-batches instead and
+    needs ``batches_per_epoch`` (the caller steps it after every micro-batch).
+    """
+    if cfg.schedule == "warmup_linear":
+        per_epoch = batches_per_epoch or 1
+        w = int(cfg.warmup_epochs * per_epoch)
+        t = int((cfg.decay_epochs if cfg.decay_epochs is not None else cfg.epochs) * per_epoch)
+
+        def orca_warmup(step: int) -> float:
+            if w > 0 and step < w:
+                return step / max(1.0, w)
+            return (t - step) / (t - w)
+
+        return torch.optim.lr_scheduler.LambdaLR(opt, orca_warmup)
     warmup = int(cfg.warmup_frac * total_steps)
 
     def factor(step: int) -> float:
@@ -145,9 +204,9 @@ LossFn = Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor], TrainState], to
 
 def task_loss_fn(task) -> LossFn:
     """The plain supervised loss of a task: ``loss(model(x), y)``."""
-    from crossmodal.losses import get_loss
+    from crossmodal.losses import task_loss
 
-    loss = get_loss(task.loss)
+    loss = task_loss(task)
 
     def fn(model, batch, state):
         x, y = batch
@@ -236,8 +295,18 @@ def fit(
     test_loader = DataLoader(test_ds, batch_size=cfg.eval_batch_size, shuffle=False)
 
     optimizer = make_optimizer(params if params is not None else model.parameters(), cfg)
-    steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
-    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch * cfg.epochs)
+    n_batches = len(train_loader)
+    summed = cfg.accum_semantics == "sum"
+    if summed and n_batches < cfg.grad_accum:
+        raise InvalidInputError(
+            f"grad_accum={cfg.grad_accum} with summed accumulation needs at least that many "
+            f"batches per epoch, but the training split gives {n_batches} (batch size "
+            f"{cfg.batch_size}): no optimiser step would happen. Lower grad_accum or the batch "
+            "size, or use more training data")
+    steps_per_epoch = (n_batches // cfg.grad_accum if summed
+                       else math.ceil(n_batches / cfg.grad_accum))
+    per_batch_schedule = cfg.schedule == "warmup_linear"  # ORCA steps it every micro-batch
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch * cfg.epochs, n_batches)
     model, optimizer, train_loader, test_loader = accelerator.prepare(
         model, optimizer, train_loader, test_loader
     )
@@ -277,6 +346,7 @@ def fit(
         if on_epoch_start is not None:
             on_epoch_start(state)
         model.train()
+        optimizer.zero_grad(set_to_none=True)  # a discarded partial window does not carry over
         total, count = 0.0, 0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not cfg.progress)
@@ -290,14 +360,21 @@ def fit(
                     "check the inputs for extreme values; the last good checkpoint is kept"
                     + (f" in {ckpt_path}" if ckpt_path else "")
                 )
-            accelerator.backward(loss / cfg.grad_accum)
+            accelerator.backward(loss if summed else loss / cfg.grad_accum)
             last = step + 1 == len(train_loader)
-            if (step + 1) % cfg.grad_accum == 0 or last:
-                if cfg.clip_grad:
+            if (step + 1) % cfg.grad_accum == 0 or (last and not summed):
+                if cfg.clip_grad is not None and cfg.clip_grad > 0:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
                 optimizer.step()
-                scheduler.step()
+                if not per_batch_schedule:
+                    scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+            if per_batch_schedule:
+                with warnings.catch_warnings():
+                    # ORCA steps WarmupLR every micro-batch, also before the first optimiser
+                    # step of an accumulation window; torch warns about that order
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
+                    scheduler.step()
             total += loss.item() * len(x)
             count += len(x)
             bar.set_postfix(loss=f"{total / count:.4f}")

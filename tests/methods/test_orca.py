@@ -36,7 +36,24 @@ def test_pseudo_labels_cluster_continuous_targets_deterministically():
 def test_alignment_labels_per_output_type():
     assert alignment_labels(get_task("smoke_digits"), np.array([3, 1])).tolist() == [3, 1]
     multi = np.array([[0, 1, 1], [0, 0, 0]], dtype=np.float32)
-    assert alignment_labels(get_task("DeepSEA"), multi).tolist() == [1, 0]
+    # the former approximation stays available as an option
+    assert alignment_labels(get_task("DeepSEA"), multi,
+                            multilabel="first_positive").tolist() == [1, 0]
+
+
+def test_multilabel_targets_get_kmeans_pseudo_labels_as_orca():
+    # ORCA (task_configs.py get_config: infer_label=True for DeepSEA and FSD50K) clusters the
+    # multi-hot vectors with k-means (k=10): three label patterns -> three clusters
+    rng = np.random.default_rng(0)
+    patterns = np.array([[1, 0, 0, 1], [0, 1, 1, 0], [0, 0, 0, 0]], dtype=np.float32)
+    group = rng.integers(0, 3, 90)
+    labels = alignment_labels(get_task("DeepSEA"), patterns[group], k=10)
+    assert len(set(labels)) == 3  # k is capped to the distinct patterns
+    for g in range(3):
+        assert len(set(labels[group == g])) == 1  # one cluster per pattern
+    # first-positive merges the first and the all-negative pattern into class 0
+    fp = alignment_labels(get_task("DeepSEA"), patterns[group], multilabel="first_positive")
+    assert set(fp) == {0, 1}
 
 
 @pytest.mark.parametrize("freeze, embedder, body, head", [

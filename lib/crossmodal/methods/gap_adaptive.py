@@ -84,7 +84,7 @@ from torch import nn
 
 from crossmodal.errors import InvalidInputError, unknown_name
 from crossmodal.heads import PooledLinearHead
-from crossmodal.losses import cross_entropy, get_loss
+from crossmodal.losses import cross_entropy, task_loss
 from crossmodal.methods.base import Method, MethodConfig, RunContext, get_method, register_method
 from crossmodal.methods.pare import PaRe, PaReConfig
 from crossmodal.methods.patching import SourceBank, align_source_tokens, load_source_bank
@@ -220,7 +220,7 @@ class GapBuffer(nn.Module):
 def train_embedder_only(model: nn.Module, task, x: np.ndarray, y: np.ndarray, *, epochs: int,
                         lr: float, batch_size: int, seed: int) -> list[float]:
     """The "Emb" stage: Adam on the embedder only, with the task loss; returns epoch losses."""
-    loss = get_loss(task.loss)
+    loss = task_loss(task)
     params = list(model.embedder.parameters())
     saved = {id(p): p.requires_grad for p in model.parameters()}
     for p in model.parameters():
@@ -310,7 +310,7 @@ class GapAdaptiveA(Method):
     def prepare(self, model: nn.Module, task, ctx: RunContext) -> None:
         cfg = self.config
         self.bank = load_source_bank(model.body, ctx.profile, cfg.proxy, cfg.proxy_samples,
-                                     seed=ctx.seed)
+                                     seed=ctx.seed, root=ctx.data_root)
         model.extras[self.HEAD_KEY] = PooledLinearHead(model.body.out_size, self.bank.num_classes)
         model.extras[self.GAP_KEY] = GapBuffer()
 
@@ -385,7 +385,7 @@ class GapAdaptiveA(Method):
         return cfg.alpha, gap_weight(D, epoch, epochs, beta=cfg.beta, eps=cfg.eps)
 
     def loss_fn(self, task):
-        loss = get_loss(task.loss)
+        loss = task_loss(task)
 
         def fn(model, batch, state):
             x, y = batch

@@ -321,7 +321,7 @@ class MoNA(Method):
     paper = "MoNA: modality knowledge alignment (Ma et al., ICML 2024)"
 
     def pretrain(self, model: nn.Module, task, splits: dict, ctx: RunContext) -> dict[str, Any]:
-        from crossmodal.losses import get_loss
+        from crossmodal.losses import task_loss
         from crossmodal.methods.recraft import (
             body_source_features,
             recalibrate_source_head,
@@ -335,7 +335,7 @@ class MoNA(Method):
             return report
         gen = torch.Generator().manual_seed(ctx.seed)
         proxy = load_proxy(cfg.proxy or default_proxy(model.body.kind, ctx.profile),
-                           max_samples=cfg.proxy_samples, seed=ctx.seed)
+                           max_samples=cfg.proxy_samples, seed=ctx.seed, root=ctx.data_root)
         tokens, mask = source_tokens(model.body, proxy)
         ys = torch.as_tensor(proxy.labels)
         x, y = (torch.as_tensor(a) for a in splits["train"])
@@ -368,7 +368,7 @@ class MoNA(Method):
         if probe is not None:
             report["discrepancy_before"] = discrepancy()
 
-        loss = get_loss(task.loss)
+        loss = task_loss(task)
         params = list(model.embedder.parameters())
         if cfg.train_head:
             params += list(model.head.parameters())

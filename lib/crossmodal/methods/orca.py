@@ -13,8 +13,13 @@
    squared distance of means. As in ORCA's code, each epoch scores every target class
    against the whole labelled proxy, accumulates the gradients of the weighted sum, and
    takes one optimiser step; at most ``align_samples_per_class`` target samples per class.
-   Targets with continuous labels (dense/regression/PDE) get pseudo-labels from k-means
-   (k = 10) on the flattened targets, as ORCA does.
+   Targets that are not single class labels (dense/regression/PDE, and the multi-label
+   targets of DeepSEA and FSD50K) get pseudo-labels from k-means (k = 10) on the flattened
+   targets, as ORCA does (``infer_label=True`` in its ``get_config`` for all of them).
+   The budget (``align_epochs``, ``align_samples_per_class``) defaults to the kit's small
+   values; the paper profile takes ORCA's per task from the protocol table
+   (:mod:`crossmodal.protocol`: 60 epochs, NinaPro 100; 128 samples, PSICOV/DeepSEA 64).
+   The stage runs on the run's device (``RunContext.device``).
 3. **Refine**: fine-tune with the task loss; ``freeze`` keeps parts fixed (the ablations of
    García-de-Herreros et al.: freezing the embedder, the body, or both).
 
@@ -46,6 +51,7 @@ from crossmodal.proxies import default_proxy, load_proxy, source_features
 
 ALIGN_SCORES = ("otdd", "mmd", "l2", "none")
 FREEZE_MODES = ("none", "embedder", "body", "both")
+MULTILABEL_LABELS = ("kmeans", "first_positive")
 
 
 @dataclass
@@ -64,7 +70,9 @@ class ORCAConfig(MethodConfig):
         the gradient (as ORCA's code does); the feature term still carries the gradient.
     freeze : during refinement, freeze ``"none"``, the ``"embedder"``, the ``"body"`` or
         ``"both"`` (then only the head trains).
-    pseudo_label_k : k of the k-means pseudo-labels for continuous targets.
+    pseudo_label_k : k of the k-means pseudo-labels for continuous and multi-label targets.
+    multilabel_labels : ``"kmeans"`` (ORCA) or ``"first_positive"`` (the index of the first
+        positive label, 0 when none: the kit's former approximation).
     eval_samples : target samples used for ``otdd_before``/``otdd_after``.
     """
 
@@ -79,6 +87,7 @@ class ORCAConfig(MethodConfig):
     freeze: str = "none"
     pseudo_label_k: int = 10
     eval_samples: int = 500
+    multilabel_labels: str = "kmeans"
 
     def __post_init__(self) -> None:
         if self.align_score not in ALIGN_SCORES:
@@ -88,6 +97,13 @@ class ORCAConfig(MethodConfig):
             raise InvalidInputError(f"freeze must be one of {FREEZE_MODES}, got {self.freeze!r}")
         if self.align_epochs < 0:
             raise InvalidInputError("align_epochs must be >= 0")
+        if self.align_samples_per_class < 2:
+            raise InvalidInputError("align_samples_per_class must be >= 2 (a class needs two "
+                                    f"samples to have a distribution), got "
+                                    f"{self.align_samples_per_class}")
+        if self.multilabel_labels not in MULTILABEL_LABELS:
+            raise InvalidInputError(f"multilabel_labels must be one of {MULTILABEL_LABELS}, "
+                                    f"got {self.multilabel_labels!r}")
 
 
 def pseudo_labels(y: np.ndarray, k: int = 10, seed: int = 0) -> np.ndarray:
@@ -99,15 +115,18 @@ def pseudo_labels(y: np.ndarray, k: int = 10, seed: int = 0) -> np.ndarray:
     return KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(flat).astype(np.int64)
 
 
-def alignment_labels(task, y: np.ndarray, k: int = 10, seed: int = 0) -> np.ndarray:
-    """Class labels to align with: the labels, or k-means pseudo-labels for continuous targets.
+def alignment_labels(task, y: np.ndarray, k: int = 10, seed: int = 0,
+                     multilabel: str = "kmeans") -> np.ndarray:
+    """Class labels to align with (OTDD needs one label per sample).
 
-    Multi-label targets use the index of their first positive label (0 when none), an
-    approximation: OTDD needs one label per sample.
+    Classification: the labels. Dense/continuous and multi-label targets: k-means pseudo-labels
+    on the flattened targets (ORCA's ``infer_labels``, k = 10; for multi-label targets the
+    multi-hot vectors are clustered). ``multilabel="first_positive"`` instead takes the index
+    of the first positive label (0 when none).
     """
     if task.output == "classification":
         return np.asarray(y, dtype=np.int64)
-    if task.output == "multilabel":
+    if task.output == "multilabel" and multilabel == "first_positive":
         y = np.asarray(y)
         return np.where(y.any(1), y.argmax(1), 0).astype(np.int64)
     return pseudo_labels(y, k, seed)
@@ -154,9 +173,16 @@ def align_embedder(
     samples_per_class: int,
     seed: int = 0,
     progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> list[float]:
-    """ORCA's stage 2: one Adam step per epoch on the class-weighted per-class scores."""
+    """ORCA's stage 2: one Adam step per epoch on the class-weighted per-class scores.
+
+    ``device``: where the embedder and the target batches go (None: the embedder's).
+    """
     gen = np.random.default_rng(seed)
+    if device is not None:
+        embedder.to(device)
+    device = next(embedder.parameters()).device
     xt = torch.as_tensor(x)
     classes, counts = np.unique(labels, return_counts=True)
     weights = counts / counts.sum()
@@ -171,8 +197,9 @@ def align_embedder(
             if len(members) < 2:
                 continue  # a one-sample class has no distribution to align
             pick = np.sort(gen.permutation(members)[:samples_per_class])
-            feats = embedded_features(embedder, xt[pick])
-            loss = weights[c_idx] * score(feats, torch.zeros(len(pick), dtype=torch.long))
+            feats = embedded_features(embedder, xt[pick].to(device))
+            loss = weights[c_idx] * score(feats, torch.zeros(len(pick), dtype=torch.long,
+                                                             device=device))
             if not torch.isfinite(loss):
                 raise InvalidInputError(f"the alignment score became {loss.item()}; lower "
                                         "align_lr or check the inputs")
@@ -195,18 +222,22 @@ class ORCA(Method):
         if cfg.align_score == "none" or cfg.align_epochs == 0:
             return report
         proxy_name = cfg.proxy or default_proxy(model.body.kind, ctx.profile)
-        proxy = load_proxy(proxy_name, max_samples=cfg.proxy_samples, seed=ctx.seed)
-        xs = source_features(model.body, proxy)
-        ys = torch.as_tensor(proxy.labels)
+        proxy = load_proxy(proxy_name, max_samples=cfg.proxy_samples, seed=ctx.seed,
+                           root=ctx.data_root)
+        device = torch.device(ctx.device)
+        model.embedder.to(device)
+        xs = source_features(model.body, proxy).to(device)
+        ys = torch.as_tensor(proxy.labels).to(device)
         x, y = splits["train"]
-        labels = alignment_labels(task, y, cfg.pseudo_label_k, ctx.seed)
+        labels = alignment_labels(task, y, cfg.pseudo_label_k, ctx.seed, cfg.multilabel_labels)
         score = AlignmentScore(cfg.align_score, xs, ys, cfg.otdd_inner,
                                cfg.detach_label_distances)
 
         # a fixed target subset for the before/after OTDD
         rng = np.random.default_rng(ctx.seed + 1)
         sub = np.sort(rng.permutation(len(x))[: cfg.eval_samples])
-        x_eval, y_eval = torch.as_tensor(x[sub]), torch.as_tensor(labels[sub])
+        x_eval = torch.as_tensor(x[sub]).to(device)
+        y_eval = torch.as_tensor(labels[sub]).to(device)
 
         from crossmodal.distances import OTDDSource
 
@@ -220,11 +251,17 @@ class ORCA(Method):
 
         report.update(proxy=proxy_name, proxy_samples=len(proxy),
                       n_pseudo_classes=int(len(np.unique(labels))),
-                      pseudo_labels=task.output != "classification")
+                      pseudo_labels=task.output != "classification" and not (
+                          task.output == "multilabel"
+                          and cfg.multilabel_labels == "first_positive"),
+                      align_epochs=cfg.align_epochs,
+                      align_samples_per_class=cfg.align_samples_per_class,
+                      device=str(device))
         report["otdd_before"] = joint_otdd()
         report["alignment_curve"] = align_embedder(
             model.embedder, x, labels, score, epochs=cfg.align_epochs, lr=cfg.align_lr,
             samples_per_class=cfg.align_samples_per_class, seed=ctx.seed, progress=ctx.progress,
+            device=device,
         )
         report["otdd_after"] = joint_otdd()
         return report

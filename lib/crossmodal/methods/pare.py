@@ -74,7 +74,7 @@ from torch import nn
 
 from crossmodal.errors import InvalidInputError, unknown_name
 from crossmodal.heads import PooledLinearHead
-from crossmodal.losses import cross_entropy, get_loss
+from crossmodal.losses import cross_entropy, task_loss
 from crossmodal.methods.base import Method, MethodConfig, RunContext, register_method
 from crossmodal.methods.patching import (
     GATE_KINDS,
@@ -338,7 +338,7 @@ class PaRe(Method):
                                                   cfg.gate_hidden, cfg.gate_dropout)
         if self.needs_source():
             self.bank = load_source_bank(model.body, ctx.profile, cfg.proxy, cfg.proxy_samples,
-                                         seed=ctx.seed)
+                                         seed=ctx.seed, root=ctx.data_root)
             model.extras[self.HEAD_KEY] = PooledLinearHead(model.body.out_size,
                                                            self.bank.num_classes)
 
@@ -367,7 +367,7 @@ class PaRe(Method):
 
     # -- fine-tuning ---------------------------------------------------------------------------
     def loss_fn(self, task):
-        loss = get_loss(task.loss)
+        loss = task_loss(task)
         cfg = self.config
         state_cache: dict[str, Any] = {}
 

@@ -292,12 +292,12 @@ class SourceBank:
 
 
 def load_source_bank(body, profile: str, proxy: str | None = None, max_samples: int = 2000,
-                     seed: int = 0) -> SourceBank:
+                     seed: int = 0, root=None) -> SourceBank:
     """The proxy dataset through the body's own pretrained embedder (f^s), as a SourceBank."""
     from crossmodal.proxies import default_proxy, load_proxy, source_tokens
 
     name = proxy or default_proxy(body.kind, profile)
-    data = load_proxy(name, max_samples=max_samples, seed=seed)
+    data = load_proxy(name, max_samples=max_samples, seed=seed, root=root)
     if data.texts is None or body.source_embedder is None:
         raise InvalidInputError(
             f"the proxy {name!r} for body {body.name!r} cannot be embedded: source patches need "

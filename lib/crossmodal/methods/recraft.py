@@ -447,7 +447,7 @@ def bound_terms(model: nn.Module, source_data: tuple[Tensor, Tensor],
 
 def _proxy(model: nn.Module, cfg, ctx: RunContext):
     name = cfg.proxy or default_proxy(model.body.kind, ctx.profile)
-    return load_proxy(name, max_samples=cfg.proxy_samples, seed=ctx.seed)
+    return load_proxy(name, max_samples=cfg.proxy_samples, seed=ctx.seed, root=ctx.data_root)
 
 
 @register_method

@@ -30,7 +30,7 @@ _TASKS = [
      "60K", 4, 32),
     ("Spherical", "2D", (3, 60, 60), "classification", 100, (), "cross_entropy", "error01",
      "60K", 4, 64),
-    ("NinaPro", "2D", (1, 16, 52), "classification", 18, (), "cross_entropy", "error01",
+    ("NinaPro", "2D", (1, 16, 52), "classification", 18, (), "focal", "error01",
      "3,956", 4, 64),
     ("FSD50K", "2D", (1, 96, 102), "multilabel", 200, (200,), "bce_logits", "1-map",
      "51K", 4, 96),
@@ -47,6 +47,11 @@ _TASKS = [
     ("DeepSEA", "1D", (4, 1000), "multilabel", 36, (36,), "bce_logits", "1-auroc",
      "250K", 4, None),
 ]
+
+#: ORCA ``get_config`` loss options (``src/task_configs.py``): BCE ``pos_weight`` 10 for FSD50K
+#: and 4 for DeepSEA, ``FocalLoss(alpha=1)`` for NinaPro.
+LOSS_OPTIONS = {"FSD50K": {"pos_weight": 10.0}, "DeepSEA": {"pos_weight": 4.0},
+                "NinaPro": {"alpha": 1.0}}
 
 for (key, modality, shape, output, k, out_shape, loss, metric, size, patch, image) in _TASKS:
     register_task(
@@ -67,5 +72,6 @@ for (key, modality, shape, output, k, out_shape, loss, metric, size, patch, imag
             patch_size=patch,
             image_size=image,
             continuous_labels=output == "dense" and key != "Cosmic",
+            loss_options=dict(LOSS_OPTIONS.get(key, {})),
         )
     )

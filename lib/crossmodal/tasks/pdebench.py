@@ -34,6 +34,10 @@ _TASKS = [
     ("DiffusionReaction2D", "2D", 2, (128, 128), "1K"),
 ]
 
+#: ORCA's training loss per task (``src/task_configs.py:get_config``): ``rmse_loss`` for
+#: Burgers and 1D CFD (Navier-Stokes 1D), ``nrmse_loss`` for every other PDE task.
+LOSSES = {"Burgers1D": "rmse", "NavierStokes1D": "rmse"}
+
 for key, modality, channels, spatial, size in _TASKS:
     register_task(
         TaskSpec(
@@ -44,7 +48,7 @@ for key, modality, channels, spatial, size in _TASKS:
             output="dense",
             num_outputs=channels,
             output_shape=(channels, *spatial),
-            loss="mse",
+            loss=LOSSES.get(key, "nrmse"),
             metric="nrmse",
             lower_is_better=True,
             paper_data_size=size,

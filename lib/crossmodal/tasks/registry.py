@@ -5,8 +5,10 @@ Keys are spelled as in ``crossmodal/paper_results/*.csv`` (``CIFAR100``, ``Darcy
 
 Shapes follow ORCA's task configurations. Where the PaRe/RECRAFT task tables disagree with
 ORCA's code (their "Loss" column is shifted by one row, inconsistency 8 in the paper_results
-README), the registry follows ORCA's code: NinaPro uses cross-entropy, FSD50K binary
-cross-entropy, DarcyFlow relative L2, PSICOV MSE and Cosmic binary cross-entropy.
+README), the registry follows ORCA's code (``src/task_configs.py:get_config``): NinaPro uses
+the focal loss (alpha 1, i.e. cross-entropy), FSD50K binary cross-entropy with pos_weight 10,
+DeepSEA with pos_weight 4, DarcyFlow relative L2, PSICOV MSE, Cosmic binary cross-entropy,
+and the PDEBench tasks nRMSE (RMSE for Burgers and Navier-Stokes 1D).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class TaskSpec:
     output_shape : per-sample target shape: ``()`` for classification, ``(K,)`` for
         multilabel, ``(C_out, L)`` or ``(C_out, H, W)`` for dense.
     loss : a name understood by :func:`crossmodal.losses.get_loss`.
+    loss_options : keyword options of that loss (e.g. ``{"pos_weight": 4.0}``), bound by
+        :func:`crossmodal.losses.task_loss`.
     metric : a name understood by :func:`crossmodal.metrics.get_metric`.
     lower_is_better : the metric's direction (every paper metric is an error).
     paper_data_size : the training-set size the papers state, as written.
@@ -71,6 +75,7 @@ class TaskSpec:
     image_size: int | None = None
     continuous_labels: bool = False
     offline: bool = False
+    loss_options: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.output not in OUTPUT_TYPES:
