@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +103,85 @@ def test_prepare_raw_formats_without_the_marker(tmp_path):
         folder = nb360_prepare.prepare(key, tmp_path)
         assert np.load(folder / "train_x.npy").shape[1:] == shape
         assert np.load(folder / "test_y.npy").shape[1:] == (1, 128, 128)
+
+
+# --------------------------------------------------------------------------- dry-run switches
+
+
+def test_batch_budget_counts_micro_batches_across_loops():
+    from crossmodal.training import BatchBudget
+
+    budget, seen = BatchBudget(3), []
+    for epoch in budget.loop(range(10)):
+        for b in budget.each(range(2)):
+            seen.append((epoch, b))
+    assert seen == [(0, 0), (0, 1), (1, 0)]
+    free = BatchBudget(None)
+    assert sum(1 for e in free.loop(range(3)) for _ in free.each(range(4))) == 12
+
+
+def test_fit_stops_each_epoch_and_evaluation_after_limit():
+    import torch
+
+    from crossmodal.models import build_model
+    from crossmodal.training import TrainConfig, fit, task_loss_fn
+
+    spec = get_task("smoke_digits")
+    rng = np.random.default_rng(0)
+    x = rng.random((40, *spec.input_shape)).astype(np.float32)
+    y = rng.integers(0, spec.num_outputs, 40).astype(np.int64)
+    model = build_model(spec, "minilm-random")
+    calls, evals = [], []
+    base = task_loss_fn(spec)
+
+    def counting(model, batch, state):
+        calls.append((state.epoch, len(batch[0])))
+        return base(model, batch, state)
+
+    head_forward = model.head.forward
+    model.head.forward = lambda h: (evals.append(len(h)) if not model.training else None,
+                                    head_forward(h))[1]
+    cfg = TrainConfig(epochs=2, batch_size=4, eval_batch_size=3, grad_accum=8, lr=1e-4,
+                      limit_batches=2, progress=False)
+    hist = fit(model, spec, {"train": (x, y), "test": (x, y)}, cfg, loss_fn=counting)
+    assert calls == [(0, 4), (0, 4), (1, 4), (1, 4)]
+    assert evals == [3, 3, 3, 3]  # two eval batches per epoch
+    assert all(np.isfinite(h["test_metric"]) for h in hist)
+    assert torch.isfinite(torch.tensor(hist[-1]["lr"]))
+
+
+def test_runner_records_dry_run_and_overrides(tmp_path):
+    from crossmodal.runner import run
+
+    spec = get_task("smoke_digits")
+    rng = np.random.default_rng(0)
+    x = rng.random((12, *spec.input_shape)).astype(np.float32)
+    y = rng.integers(0, spec.num_outputs, 12).astype(np.int64)
+    r = run(spec, "nft", "smoke", epochs=1, body="minilm-random", out=tmp_path / "r",
+            splits={"train": (x, y), "test": (x, y)}, limit_batches=1, batch_size=2,
+            progress=False)
+    saved = json.loads((tmp_path / "r" / "results.json").read_text())
+    for res in (r, saved):
+        assert res["dry_run"] is True and res["limit_batches"] == 1 and res["batch_size"] == 2
+        assert res["config"]["train"]["batch_size"] == 2
+        assert res["config"]["train"]["limit_batches"] == 1
+    plain = run(spec, "nft", "smoke", epochs=1, body="minilm-random",
+                splits={"train": (x, y), "test": (x, y)}, progress=False)
+    assert plain["dry_run"] is False and plain["limit_batches"] is None
+    with pytest.raises(Exception, match="positive integer"):
+        run(spec, "nft", "smoke", epochs=1, splits={"train": (x, y), "test": (x, y)},
+            limit_batches=0, progress=False)
+
+
+def test_reports_of_dry_runs_are_never_compared_with_a_paper():
+    import pandas as pd
+
+    from crossmodal.notebook import DRY_RUN_STATUS, compare_with_paper
+
+    runs = pd.DataFrame([{"task": "ECG", "variant": "orca", "method": "orca",
+                          "metric": "1-F1", "lower_is_better": True, "final": 0.5, "seed": 0,
+                          "dry_run": dry} for dry in (True,)])
+    table = compare_with_paper(runs, profile="paper")
+    assert table["paper"].isna().all() and (table["status"] == DRY_RUN_STATUS).all()
+    real = compare_with_paper(runs.assign(dry_run=False), profile="paper")
+    assert real["paper"].notna().all() and (real["status"] == "compared").all()
