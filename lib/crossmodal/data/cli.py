@@ -6,6 +6,7 @@
     crossmodal data verify                                 # re-check every file present,
                                                            # generated files included
     crossmodal data generate --task advection1d --out data/  # small PDEBench-format files offline
+    crossmodal data fixtures --dest /tmp/fx                 # tiny publisher-format fixtures
 
 ``data_scripts/download.py`` and ``data_scripts/generate_pde.py`` are thin wrappers around
 ``download`` and ``generate``. The data root is ``--dest`` (alias ``--data-root``), else
@@ -81,6 +82,13 @@ def build_parser(prog: str = "crossmodal data") -> argparse.ArgumentParser:
     p.add_argument("--n-steps", type=int, help="saved time steps (default: the generator's)")
     p.add_argument("--seed", type=int, default=0)
     _add_root(p, "--out", "--dest", "--data-root")
+
+    p = sub.add_parser("fixtures", help="write tiny random data in the publishers' formats "
+                       "(dry runs of the paper path; marked, never real data)")
+    p.add_argument("names", nargs="*", help="entries (default: the 18 paper tasks and 5 proxies)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dest", "--data-root", dest="root", metavar="DIR", required=True,
+                   help="an empty folder (or an existing fixture root)")
     return parser
 
 
@@ -124,6 +132,11 @@ def cmd_download(args) -> int:
     from crossmodal.data import hub
 
     manifest, root = _manifest(args), data_root(args.root)
+    from crossmodal.data.fixtures import is_fixture_root
+
+    if is_fixture_root(root):  # its files would count as "present" and never be fetched
+        raise CrossmodalError(f"{root} is a fixture root (written by `crossmodal data "
+                              "fixtures`); download real data into another folder")
     entries = _select(args, manifest)
     items = hub.plan(entries, root)
     if args.dry_run:
@@ -159,6 +172,11 @@ def cmd_verify(args) -> int:
     from crossmodal.data import hub
 
     manifest, root = _manifest(args), data_root(args.root)
+    from crossmodal.data import fixtures
+
+    if fixtures.is_fixture_root(root):  # never checksummed, never recorded, never "ok"
+        print("\n".join(fixtures.describe(root)))
+        return 0
     if args.names:
         entries = manifest.select(args.names)
     else:
@@ -205,8 +223,21 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_fixtures(args) -> int:
+    from crossmodal.data.fixtures import write_fixtures
+
+    root = data_root(args.root)
+    written = write_fixtures(root, args.names or None, seed=args.seed)
+    for name, paths in written.items():
+        print(f"{name}: " + ", ".join(str(p.relative_to(root)) for p in paths))
+    print(f"\n{len(written)} fixture entries in {root} (marked by {root / 'FIXTURES'}); run "
+          f"e.g. `crossmodal run --task ECG --method orca --profile paper --data-root {root} "
+          "--body roberta-base-random --limit-batches 2 --batch-size 2`")
+    return 0
+
+
 COMMANDS = {"list": cmd_list, "download": cmd_download, "verify": cmd_verify,
-            "generate": cmd_generate}
+            "generate": cmd_generate, "fixtures": cmd_fixtures}
 
 
 def main(argv: list[str] | None = None, prog: str = "crossmodal data") -> int:

@@ -24,10 +24,10 @@ ECG          ``challenge2017.pkl``; every record standardised; records split 90/
 Satellite    ``satellite_{train,test}.npy`` (pickled dicts); labels 1..24 -> 0..23
 DeepSEA      ``deepsea_filtered.npz``; train = x_train + x_val; one-hot (n, 1000, 4)
              transposed to (n, 4, 1000)
-FSD50K,      not yet prepared by the kit (their preparation needs audio feature
-PSICOV,      extraction, PDNet feature assembly and deepCR patch sampling); the loader
-Cosmic       reads a prepared cache ``<root>/nb360/<task>/prepared/{train,test}_{x,y}.npy``
-             if one exists and otherwise says so
+FSD50K,      the extracted archives are turned into arrays once by
+PSICOV,      :mod:`crossmodal.data.nb360_prepare` (log-mel features, PDNet's 57 channels,
+Cosmic       deepCR crops), written to ``<root>/nb360/<task>/prepared/{train,test}_{x,y}.npy``
+             and read from there; prepared arrays put there by hand are read as they are
 ===========  =========================================================================
 
 Data augmentation that ORCA applies on the fly (random crops and flips for CIFAR-100) is not
@@ -246,10 +246,15 @@ def _read_prepared(key: str, root: Path) -> Splits:
     folder = Path(root) / "nb360" / key.lower() / "prepared"
     names = [f"{s}_{xy}.npy" for s in ("train", "test") for xy in ("x", "y")]
     if not all((folder / n).exists() for n in names):
-        raise DataMissingError(
-            f"{key}: the raw files are downloaded, but the kit does not yet turn them into "
-            f"arrays (this needs {_PREPARATION[key]}). Put prepared splits in {folder} as "
-            + ", ".join(names) + " with the shapes of `crossmodal tasks`, or use another task.")
+        from crossmodal.data import nb360_prepare
+
+        try:  # the extracted raw files -> prepared arrays, once
+            nb360_prepare.prepare(key, root)
+        except DataMissingError as err:
+            raise DataMissingError(
+                f"{err} The preparation ({_PREPARATION[key]}) reads the extracted archive; "
+                f"alternatively put prepared splits in {folder} as " + ", ".join(names)
+                + " with the shapes of `crossmodal tasks`.") from err
     a = {n[:-4]: np.load(folder / n, allow_pickle=False) for n in names}
     return {s: (a[f"{s}_x"], a[f"{s}_y"]) for s in ("train", "test")}
 
