@@ -12,7 +12,8 @@ files from a dict. Behaviour per path (``server.behave[path]``):
 * ``"html"``: 200 with ``Content-Type: text/html`` and a sign-in page instead of the file;
   ``"html_octet"``: the same page sent as ``application/octet-stream``;
 * ``"trickle"``: headers, then 1 byte every 1.5 s (at most 40 bytes, until the client leaves);
-* ``"silent"``: accept the request and never answer (for at most 20 s).
+* ``"silent"``: accept the request and never answer (for at most 20 s);
+* ``"stall"``: headers and the first 10 % of the file, then nothing (for at most 20 s).
 
 Loops in the handler are bounded and end when the fixture closes (``server.stop`` is set).
 
@@ -62,6 +63,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(page)))
             self.end_headers()
             self.wfile.write(page)
+            return
+        if mode == "stall":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 10])
+            self.wfile.flush()
+            srv.stop.wait(20)
+            self.close_connection = True
             return
         if mode == "trickle":
             self.send_response(200)

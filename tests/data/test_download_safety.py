@@ -142,6 +142,18 @@ def test_silent_server_ends_at_the_deadline(server, payload, tmp_path):
     assert time.monotonic() - t0 < 5
 
 
+def test_stalled_transfer_ends_at_the_deadline_and_keeps_what_arrived(server, payload,
+                                                                    tmp_path):
+    server.files["/a.bin"] = payload
+    server.behave["/a.bin"] = "stall"  # 10 %, then silence (review case 4.14)
+    t0 = time.monotonic()
+    with pytest.raises(hub.DownloadError, match="deadline of 2 s"):
+        hub.download_file(server.url("/a.bin"), tmp_path / "a.bin", retries=2, timeout=30,
+                          deadline_s=2, sleep=lambda s: None, progress=False)
+    assert time.monotonic() - t0 < 4  # the 30 s socket timeout is cut to the deadline
+    assert (tmp_path / "a.bin.part").stat().st_size == len(payload) // 10
+
+
 def test_every_download_has_a_deadline_and_a_minimum_rate_by_default():
     limits = hub._limits(None, None, None)
     assert limits.deadline is not None and 0 < limits.deadline_s <= 24 * 3600

@@ -94,14 +94,15 @@ def _locked(root: Path) -> Iterator[None]:
 
 
 def record(root: Path, rel: str, digests: dict[str, str], *, source: str,
-           **info: object) -> dict:
+           required: bool = False, **info: object) -> dict:
     """Record the digest and current stamp of ``root / rel``; returns the new entry.
 
     ``source`` says where the digest's authority comes from: ``"published"`` (checked against
     the manifest), ``"recorded on first download"``, ``"recorded on first use"`` or
     ``"generated"``. Extra keyword arguments (the URL, the command that regenerates the file)
     are stored with it. A read-only data root is tolerated: nothing is recorded then, and the
-    next use hashes the file again.
+    next use hashes the file again; with ``required`` (a generated file, which is unusable
+    without its record) the error is raised instead.
     """
     root = Path(root)
     st = (root / rel).stat()
@@ -117,8 +118,12 @@ def record(root: Path, rel: str, digests: dict[str, str], *, source: str,
             tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
             tmp.write_text(json.dumps(data, indent=1, sort_keys=True), "utf-8")
             os.replace(tmp, path)
-    except PermissionError:
-        pass  # read-only shared data folder: verification still happened, just not cached
+    except OSError:
+        if required:
+            raise
+        # a read-only (shared) data folder: the check still happened, it is just not
+        # remembered, so the next use hashes the file again
+        pass
     return entry
 
 

@@ -449,7 +449,7 @@ def generate_task_file(task: str, root: Path, *, n_samples: int = 256,
     command = generate_command(spec.key, root, n_samples=n_samples, resolution=resolution,
                                seed=seed, n_steps=n_steps)
     checksums.record(root, str(path.relative_to(root)), checksums.hash_file(path),
-                     source="generated", command=command)
+                     source="generated", command=command, required=True)
     return path
 
 
