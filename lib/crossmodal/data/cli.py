@@ -3,7 +3,8 @@
     crossmodal data list [--group pdebench]                # what the manifest offers, what is here
     crossmodal data download Advection1D CIFAR10 --dry-run # what would be fetched, total size
     crossmodal data download nb360 --dest /big/disk        # a whole group (nb360/pdebench/proxies)
-    crossmodal data verify                                 # re-check every file that is present
+    crossmodal data verify                                 # re-check every file present,
+                                                           # generated files included
     crossmodal data generate --task advection1d --out data/  # small PDEBench-format files offline
     crossmodal data fixtures --dest /tmp/fx                 # tiny publisher-format fixtures
 
@@ -51,13 +52,21 @@ def build_parser(prog: str = "crossmodal data") -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be fetched and the total size; fetch nothing")
     p.add_argument("--retries", type=int, default=3, help="retries per URL for transient errors")
-    p.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="socket timeout in seconds, per connect and per read (default 30)")
+    p.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
+                   help="overall time limit per file, every URL and retry included (default "
+                   "6 h; 0: none); the partial file is kept to resume")
+    p.add_argument("--min-rate", type=float, default=None, metavar="BYTES_PER_S",
+                   help="abandon (and retry) a transfer slower than this over a 120 s window "
+                   "(default 16384; 0: off)")
     p.add_argument("--no-extract", action="store_true", help="keep archives packed")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_root(p, "--dest", "--data-root")
     _add_manifest(p)
 
-    p = sub.add_parser("verify", help="re-check sizes and checksums of what is present")
+    p = sub.add_parser("verify", help="re-check sizes and checksums of what is present "
+                       "(downloaded and generated files, caches); exit 1 if one is bad")
     p.add_argument("names", nargs="*", help="entries/groups (default: every entry with files here)")
     p.add_argument("--no-caches", action="store_true", help="skip the .npy caches")
     _add_root(p, "--dest", "--data-root")
@@ -152,7 +161,8 @@ def cmd_download(args) -> int:
         print(f"{entry.name}: {len(entry.files)} file(s), {human_size(entry.expected_size)}")
         paths = hub.fetch(entry, root, manifest=manifest, retries=args.retries,
                           timeout=args.timeout, progress=not args.no_progress,
-                          extract=not args.no_extract)
+                          extract=not args.no_extract, deadline_s=args.deadline,
+                          min_bytes_per_s=args.min_rate)
         for p in paths:
             print(f"  ok  {p}")
     return 0
@@ -172,10 +182,10 @@ def cmd_verify(args) -> int:
     else:
         from crossmodal.data import cache
 
-        # every entry with files (or a .npy cache, e.g. of generated PDE data) under the root
+        # every entry with files, generated stand-ins or a .npy cache under the root
         entries = [e for e in manifest
                    if any(i.state != "missing" for i in hub.plan([e], root))
-                   or cache.cache_dirs(root, e.group, e.name)]
+                   or hub.generated_files(e, root) or cache.cache_dirs(root, e.group, e.name)]
         if not entries:
             print(f"nothing downloaded under {root} yet")
             return 0
@@ -194,6 +204,9 @@ def cmd_generate(args) -> int:
     from crossmodal.data import pdebench
 
     root = data_root(args.root)
+    # reject impossible sizes before solving anything
+    pdebench.validate_generate_options(n_samples=args.n_samples, resolution=args.resolution,
+                                       n_steps=args.n_steps)
     tasks: list[str] = []
     for name in args.task:
         if name.lower() == "all":

@@ -31,8 +31,11 @@ Cosmic       deepCR crops), written to ``<root>/nb360/<task>/prepared/{train,tes
 ===========  =========================================================================
 
 Data augmentation that ORCA applies on the fly (random crops and flips for CIFAR-100) is not
-part of the arrays. Prepared splits are cached as ``.npy`` with sha256 checksums under
-``<root>/nb360/cache/<Task>-v<version>/`` and rebuilt when a source file changes.
+part of the arrays. Every downloaded file is verified before it is read
+(:func:`crossmodal.data.checksums.check_file`: the manifest's size and published md5, or the
+sha256 recorded on first download). Prepared splits are cached as ``.npy`` with sha256
+checksums under ``<root>/nb360/cache/<Task>-v<version>/``, built only from verified files and
+rebuilt when a source file changes.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crossmodal.data import cache
+from crossmodal.data import cache, checksums
 from crossmodal.data.manifest import Manifest
 from crossmodal.errors import DataMissingError, InvalidInputError, unknown_name
 
@@ -93,6 +96,20 @@ def require_files(key: str, root: Path, manifest: Manifest | None = None) -> lis
             + f"). Fetch it with {fetch_hint(key)}; choose the data folder with --dest/--data-root "
             f"or the CROSSMODAL_DATA environment variable.{resume}")
     return paths
+
+
+def verify_files(key: str, root: Path, manifest: Manifest | None = None) -> list[dict]:
+    """Check every downloaded file of ``key`` before use; their checksum records.
+
+    Raises
+    ------
+    CorruptDataError
+        A file's size or checksum is wrong; the message names it and the download command.
+    """
+    manifest = manifest or Manifest.load()
+    return [checksums.check_file(root, f.path, spec=f,
+                                 repair=f"Delete it and run {fetch_hint(key)} again.")
+            for f in manifest.get(key).files]
 
 
 # --------------------------------------------------------------------------- readers
@@ -283,10 +300,12 @@ def load_nb360(key: str, root: Path, *, use_cache: bool = True) -> Splits:
     if key in NEEDS_PREPARATION:
         return _read_prepared(key, root)
     reader = READERS[key]
+    records = verify_files(key, root)  # never read (or cache) a damaged file
     if not use_cache:
         return reader(paths)
     meta = {"version": PREPROCESS_VERSION, "task": key,
-            "sources": [cache.source_fingerprint(p) for p in paths]}
+            "sources": [{"name": p.name, "size": r["size"], "sha256": r["sha256"]}
+                        for p, r in zip(paths, records)]}
     cdir = cache.cache_dir(root, "nb360", key, f"v{PREPROCESS_VERSION}")
     cached = cache.load_arrays(cdir, meta)
     if cached is not None:
