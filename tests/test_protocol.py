@@ -270,3 +270,59 @@ def test_protocol_command(capsys):
     assert data["train"]["grad_accum"]["source"] == "PaRe Table 12 Accum."
     assert main(["protocol", "nope"]) == 2
     assert "unknown task" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- PaRe code options
+
+def test_pare_topk_switch_replaces_the_top_target_patches_hard():
+    from crossmodal.methods.pare import PaReConfig, PaReMixer
+
+    torch.manual_seed(0)
+    x_t, x_s = torch.randn(2, 6, 4), torch.randn(2, 6, 4) + 100.0
+    scores = {id(x_t): torch.tensor([[0.1, 0.9, 0.2, 0.8, 0.3, 0.4]] * 2),
+              id(x_s): torch.tensor([[0.5, 0.1, 0.7, 0.2, 0.9, 0.0]] * 2)}
+
+    def gate(x):
+        return scores[id(x)]
+
+    mixer = PaReMixer(PaReConfig(topk_switch_epoch=3), k0=6)
+    mixed, info = mixer.mix(x_t, x_s, 2, gate, epoch=3)
+    # target positions 1 and 3 (highest scores) get source positions 2 and 4 (in order)
+    assert torch.equal(mixed[:, [0, 2, 4, 5]], x_t[:, [0, 2, 4, 5]])
+    assert torch.equal(mixed[:, 1], x_s[:, 2]) and torch.equal(mixed[:, 3], x_s[:, 4])
+    assert info["lam"] == pytest.approx(2 / 6)
+    # before the switch the paper's Gumbel selection replaces low-scored target patches
+    torch.manual_seed(0)
+    early, _ = PaReMixer(PaReConfig(topk_switch_epoch=3, gumbel_scale=0.0), k0=6).mix(
+        x_t, x_s, 2, gate, epoch=2)
+    assert torch.equal(early[:, 1], x_t[:, 1]) and torch.equal(early[:, 3], x_t[:, 3])
+
+
+def test_pare_code_options_are_validated():
+    from crossmodal.methods.pare import PaReConfig
+
+    with pytest.raises(CrossmodalError, match="source_tokens"):
+        PaReConfig(source_tokens=0)
+    with pytest.raises(CrossmodalError, match="topk_switch_epoch"):
+        PaReConfig(topk_switch_epoch=-1)
+
+
+def test_data_root_reaches_the_paper_proxies(tmp_path, monkeypatch):
+    from crossmodal.errors import DataMissingError
+    from crossmodal.methods import RunContext
+    from crossmodal.proxies import load_proxy
+
+    monkeypatch.delenv("CROSSMODAL_DATA", raising=False)
+    root = tmp_path / "my_root"
+    with pytest.raises(DataMissingError, match=str(root)):
+        load_proxy("conll2003", root=root)
+    # ORCA reads its proxy from the run's data root
+    from crossmodal.methods import get_method
+    from crossmodal.models import build_model
+
+    model = build_model("smoke_gunpoint", "minilm-random")
+    m = get_method("orca", proxy="conll2003", align_epochs=1)
+    x = np.zeros((4, *model.task.input_shape), np.float32)
+    with pytest.raises(DataMissingError, match=str(root)):
+        m.pretrain(model, get_task("smoke_gunpoint"), {"train": (x, np.array([0, 1, 0, 1]))},
+                   RunContext(profile="paper", data_root=root, device="cpu"))

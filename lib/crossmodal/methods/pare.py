@@ -57,9 +57,23 @@ Choices where the paper leaves room (also in docs/methods_pare_gap.md):
   lambda L(p, y_perm); ``target_mask`` sets the bottom-k target patches (by gate) to zero
   and uses L_tar only; ``no_source_loss`` keeps patch replacement but
   L_mix = L_tar(p^mt, y^t) (weight 1).
-* Differences from the authors' released code, where we follow the paper: the code switches
-  from Gumbel selection to plain top-k after epoch 10 and there replaces the *top* target
-  patches; it mixes only when the source batch has the target batch's size.
+* Differences from the authors' released code (``BIT-DA/PaRe@7d5362c``), where we follow
+  the paper; each of the code's values is an option (``crossmodal protocol TASK --method
+  pare`` prints them per task under ``notes``, :func:`crossmodal.protocol.pare_code_values`):
+
+  - **beta2**: the code weighs the mixed loss by 0.1 in 1D (``main_PaRe_1d.py``) and 0.3 on
+    dense tasks (``main_PaRe_dense.py``); the paper (A.2.6) uses 1: ``beta2``.
+  - **k schedule**: the code's k = int(begin - end * ep / E) with begin/end 2000/1500 on 2D
+    classification (k from 2000 to 500), 1000/500 on Darcy Flow, 500/500 on Cosmic; the
+    paper's is k0 = 3000 (Cosmic 200) to 0. The linear schedule with ``k0=begin``,
+    ``k_final=begin-end`` is the code's.
+  - **1D source**: the code uses the 32-token CoNLL features as they are (no tiling to N),
+    with k from 32 (``seq_num``) to 0: ``source_tokens=32, source_align="truncate", k0=32``.
+  - **top-k switch**: from epoch 10 (1D: 5) the code stops using the Gumbel subset operator
+    and replaces the target patches with the *highest* gate scores by the top-k source
+    patches, hard and without a gradient to the gate: ``topk_switch_epoch``.
+  - the code mixes only when the source batch has the target batch's size, computes the
+    dense source loss on the target head's output, and caps the proxy at 5000 samples.
 """
 
 from __future__ import annotations
@@ -203,6 +217,11 @@ class PaReConfig(MethodConfig):
     beta1, beta2 : weights of the target loss and of the mixed loss.
     proxy : proxy dataset (None: the body's default); proxy_samples : how many to use.
     source_align : ``tile`` | ``resample`` | ``truncate`` (source length -> N).
+    source_tokens : keep only the first this many source positions (None: all); the
+        authors' 1D code uses 32 (with ``source_align="truncate"``).
+    topk_switch_epoch : from this epoch (0-based) on, select hard top-k patches by the gate
+        and replace the *top* target patches (the authors' code: 10 in 2D, 5 in 1D); None:
+        the paper's Gumbel selection throughout.
     """
 
     k0: int | None = None
@@ -222,6 +241,8 @@ class PaReConfig(MethodConfig):
     proxy: str | None = None
     proxy_samples: int = 2000
     source_align: str = "tile"
+    source_tokens: int | None = None
+    topk_switch_epoch: int | None = None
 
     def __post_init__(self) -> None:
         for name, valid in (("k_schedule", K_SCHEDULES), ("lambda_mode", LAMBDA_MODES),
@@ -241,6 +262,19 @@ class PaReConfig(MethodConfig):
                                     "mixing at 'patch_replacement'")
         if self.proxy_samples < 1:
             raise InvalidInputError("proxy_samples must be >= 1")
+        if self.source_tokens is not None and self.source_tokens < 1:
+            raise InvalidInputError(f"source_tokens must be >= 1 or None, got {self.source_tokens}")
+        if self.topk_switch_epoch is not None and self.topk_switch_epoch < 0:
+            raise InvalidInputError("topk_switch_epoch must be >= 0 or None, got "
+                                    f"{self.topk_switch_epoch}")
+
+
+def hard_topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """A (B, N) 0/1 mask of the k highest scores per row, without a gradient."""
+    mask = torch.zeros_like(scores)
+    if k > 0:
+        mask.scatter_(1, scores.detach().topk(k, dim=1).indices, 1.0)
+    return mask
 
 
 def select_patches(
@@ -274,12 +308,26 @@ class PaReMixer:
         return gate(x)
 
     def mix(self, x_t: torch.Tensor, x_s: torch.Tensor | None, k: int, gate: nn.Module | None,
-            src_valid: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+            src_valid: torch.Tensor | None = None,
+            epoch: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
         """The mixed embeddings and what the loss needs (``share``: source share count).
 
         For ``target_mixup`` the returned info holds ``perm``, the partner permutation.
+        ``epoch`` switches to the authors' hard top-k from ``cfg.topk_switch_epoch`` on.
         """
         cfg, n = self.cfg, x_t.shape[1]
+        if (cfg.topk_switch_epoch is not None and epoch is not None
+                and epoch >= cfg.topk_switch_epoch and cfg.variant == "pare"
+                and cfg.mixing == "patch_replacement"):
+            # the authors' code after the switch: top-k source patches replace the top-k
+            # target patches (highest gate scores), hard, no gradient through the selection
+            ss = self.scores(gate, x_s)
+            if src_valid is not None:
+                ss = ss.masked_fill(~src_valid, -1e4)
+            replace = hard_topk_mask(self.scores(gate, x_t), k)
+            take = hard_topk_mask(ss, k)
+            mixed, _, _ = replace_patches(x_t, x_s, replace, take, k)
+            return mixed, {"lam": mix_weight(k, n, self.k0, cfg.lambda_mode)}
         if cfg.variant == "target_mixup":
             perm = torch.randperm(x_t.shape[0], device=x_t.device)
             lam = mix_weight(k, n, self.k0, cfg.lambda_mode)
@@ -390,9 +438,14 @@ class PaRe(Method):
                 if self.bank is None:
                     raise InvalidInputError("PaRe's source data is missing: call prepare() first")
                 x_s, valid, y_s = self.bank.batch(len(x), n, cfg.source_align)
+                if cfg.source_tokens is not None and cfg.source_tokens < n:
+                    # the authors' 1D source: only its first source_tokens positions
+                    valid = valid.clone()
+                    valid[:, cfg.source_tokens:] = False
+                    x_s = x_s * valid.unsqueeze(-1).to(x_s.dtype)
                 x_s, valid, y_s = x_s.to(emb_t.device), valid.to(emb_t.device), y_s.to(x.device)
             gate = model.extras[self.GATE_KEY]
-            mixed, info = mixer.mix(emb_t, x_s, k, gate, valid)
+            mixed, info = mixer.mix(emb_t, x_s, k, gate, valid, epoch=state.epoch)
             h = model.body(mixed)
             p_mt = model.head(h)
             lam = info["lam"]
