@@ -89,3 +89,23 @@ def test_unknown_loss_lists_the_valid_names():
 def test_unknown_option_raises_at_lookup():
     with pytest.raises(InvalidInputError, match="pos_weight"):
         get_loss("mse", pos_weight=2.0)
+
+
+def test_orca_losses_focal_nrmse_rmse():
+    gen = torch.Generator().manual_seed(0)
+    z, y = torch.randn(5, 4, generator=gen), torch.randint(0, 4, (5,), generator=gen)
+    # ORCA's FocalLoss(alpha=1) with its default gamma=0 is the cross-entropy
+    assert get_loss("focal", alpha=1.0)(z, y).item() == pytest.approx(
+        get_loss("cross_entropy")(z, y).item(), abs=1e-6)
+    p = torch.softmax(z, 1)[torch.arange(5), y]
+    expected = (-(1 - p) ** 2 * p.log()).mean().item()
+    assert get_loss("focal", gamma=2.0)(z, y).item() == pytest.approx(expected, rel=1e-5)
+    pred = torch.tensor([[1.0, 1.0], [0.0, 2.0]])
+    target = torch.tensor([[1.0, 3.0], [0.0, 2.0]])
+    # per-sample RMSE: sqrt(4/2) and 0; target RMS: sqrt(10/2) and sqrt(2)
+    assert get_loss("rmse")(pred, target).item() == pytest.approx(math.sqrt(2) / 2)
+    assert get_loss("nrmse")(pred, target).item() == pytest.approx(
+        (math.sqrt(2) / math.sqrt(5)) / 2)
+    g = pred.clone().requires_grad_()
+    get_loss("nrmse")(g, target).backward()
+    assert torch.isfinite(g.grad).all()  # an exact sample does not give a NaN gradient
