@@ -81,7 +81,14 @@ def test_darcyflow_subsamples_421_to_85(tmp_path, publish_fixtures):
         scipy.io.savemat(_path(tmp_path, "DarcyFlow", i), {"coeff": coeff, "sol": coeff * 0.01})
     publish_fixtures(tmp_path)
     s = nb360.load_nb360("DarcyFlow", tmp_path, use_cache=False)
-    assert s["train"][0].shape == (3, 1, 85, 85) and s["test"][1].shape == (2, 1, 85, 85)
+    # ORCA's input: standardised coefficient + two grid channels; targets stay 1 channel
+    assert s["train"][0].shape == (3, 3, 85, 85) and s["test"][1].shape == (2, 1, 85, 85)
+    x = s["train"][0]
+    np.testing.assert_allclose(x[:, 0].mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(x[0, 1, 0], np.linspace(0, 1, 85), rtol=1e-6)  # x along width
+    np.testing.assert_allclose(x[0, 2, :, 0], np.linspace(0, 1, 85), rtol=1e-6)
+    y = s["test"][1].astype(np.float64)  # y stays in physical units (0.01 x coefficient)
+    assert (np.isclose(y, 0.03) | np.isclose(y, 0.12)).all()
     get_task("DarcyFlow").load(tmp_path)
 
 

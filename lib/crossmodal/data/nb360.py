@@ -14,9 +14,11 @@ Spherical    ``s2_cifar100.gz`` (a pickled dict); the file's split; pixels / 255
 NinaPro      ``ninapro_{train,val,test}.npy`` + labels; train = train + val;
              windows (n, 52, 16) transposed to (n, 1, 16, 52)
 DarcyFlow    ``piececonst_r421_N1024_smooth{1,2}.mat``; 421x421 subsampled by 5 to 85x85;
-             train = first 1000 of smooth1, test = first 100 of smooth2; x is the
-             coefficient, y the solution, both in physical units (ORCA standardises both
-             with training statistics; the kit leaves that to the model)
+             train = first 1000 of smooth1, test = first 100 of smooth2; x is ORCA's
+             input (3, 85, 85): the coefficient standardised per grid point with the
+             training mean/std (ORCA's UnitGaussianNormalizer, eps 1e-5) and the two
+             grid coordinates in [0, 1]; y is the solution in physical units (ORCA also
+             standardises y and decodes before the loss; the kit does not)
 ECG          ``challenge2017.pkl``; every record standardised; records split 90/10
              (scikit-learn ``train_test_split``, ``random_state=0``) before cutting
              windows of 1000 with ORCA's class-dependent strides (N 500, A 83, O 250,
@@ -55,7 +57,7 @@ from crossmodal.errors import DataMissingError, InvalidInputError, unknown_name
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
 
 #: Bump when any reader changes: every NAS-Bench-360 cache becomes stale.
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2  # 2: Darcy Flow inputs as ORCA's (standardised coefficient + grid)
 
 #: ORCA's CIFAR-100 normalisation (per-channel mean and std of the training images).
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
@@ -176,11 +178,23 @@ def _read_darcy(paths: list[Path], sub: int = 5, n_train: int = 1000,
 
     def read(path: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
         f = _read_mat_fields(path, ("coeff", "sol"))
-        x = f["coeff"][:n, ::sub, ::sub][:, :side, :side].astype(np.float32)[:, None]
+        x = f["coeff"][:n, ::sub, ::sub][:, :side, :side].astype(np.float32)
         y = f["sol"][:n, ::sub, ::sub][:, :side, :side].astype(np.float32)[:, None]
         return x, y
 
-    return {"train": read(paths[0], n_train), "test": read(paths[1], n_test)}
+    (x_tr, y_tr), (x_te, y_te) = read(paths[0], n_train), read(paths[1], n_test)
+    # ORCA (data_loaders.py load_darcy_flow): standardise with the training statistics per
+    # grid point, then append the coordinate grid (meshgrid order: x along width, y along
+    # height) as two more channels
+    mean, std = x_tr.mean(0), x_tr.std(0)
+    gx, gy = np.meshgrid(np.linspace(0, 1, side), np.linspace(0, 1, side))
+    grid = np.stack([gx, gy]).astype(np.float32)
+
+    def inputs(x: np.ndarray) -> np.ndarray:
+        z = ((x - mean) / (std + 1e-5)).astype(np.float32)[:, None]
+        return np.concatenate([z, np.broadcast_to(grid, (len(x), 2, side, side))], axis=1)
+
+    return {"train": (inputs(x_tr), y_tr), "test": (inputs(x_te), y_te)}
 
 
 def ecg_windows(records: list[np.ndarray], labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

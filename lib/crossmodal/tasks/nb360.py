@@ -34,7 +34,7 @@ _TASKS = [
      "3,956", 4, 64),
     ("FSD50K", "2D", (1, 96, 102), "multilabel", 200, (200,), "bce_logits", "1-map",
      "51K", 4, 96),
-    ("DarcyFlow", "2D", (1, 85, 85), "dense", 1, (1, 85, 85), "relative_l2", "relative_l2",
+    ("DarcyFlow", "2D", (3, 85, 85), "dense", 1, (1, 85, 85), "relative_l2", "relative_l2",
      "1.1K", 4, 84),
     ("PSICOV", "2D", (57, 128, 128), "dense", 1, (1, 128, 128), "mse", "mae8",
      "3,606", 8, 128),
