@@ -122,8 +122,9 @@ DEVIATIONS = (
     "ORCA's embedder optimiser in the alignment stage is the fine-tuning optimiser with 10x its "
     "lr (if lr <= 1e-3) and StepLR x0.2 at epochs 20/40/60; the kit uses Adam with align_lr "
     "1e-3, constant, so that alignment does not depend on the fine-tuning optimiser.",
-    "DarcyFlow (NAS-Bench-360): ORCA standardises the targets with training statistics and "
-    "computes the loss/metric on decoded values; the kit trains on physical-unit targets.",
+    "DarcyFlow (NAS-Bench-360): inputs as ORCA's (standardised coefficient + grid, 3x85x85); "
+    "ORCA also standardises the targets and computes the loss/metric on decoded values; the "
+    "kit trains on physical-unit targets.",
     "PDEBench input resolutions: ORCA reads Advection at 256 points and Darcy 2D at 64x64 "
     "(reduced_resolution 4 / 2) and flattens Navier-Stokes 1D's 3 channels to 3072; the kit "
     "keeps 1024 / 128x128 / 3x1024. The token counts N follow ORCA (patch = L / N).",
