@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from crossmodal.errors import InvalidInputError, UnknownNameError
-from crossmodal.methods.gap_adaptive import estimate_task_gap, gap_weight, weight_schedule
+from crossmodal.methods.gap_adaptive import estimate_task_gap, weight_schedule
 from crossmodal.methods.mona import (
     DiscrepancyProbe,
     approximation_study,
@@ -110,13 +110,13 @@ def test_select_kappa_takes_the_smallest_kappa_that_keeps_proxy_accuracy():
 # ------------------------------------------------------------- gap-adaptive and PaRe
 
 
-def test_weight_schedule_matches_gap_weight_and_the_switch():
+def test_weight_schedule_falls_to_zero_at_the_last_epoch_and_the_switch_is_constant():
     rows = weight_schedule(2.0, 4, beta=1.0, eps=0.5, alpha=0.7)
     assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
     assert all(r["target_weight"] == 0.7 for r in rows)
-    assert [r["source_weight"] for r in rows] == pytest.approx(
-        [gap_weight(2.0, e, 4, beta=1.0, eps=0.5) for e in range(4)])
-    assert rows[0]["source_weight"] == pytest.approx(0.4)
+    # beta / (eps + D) = 0.4, falling linearly to 0 at the last (0-based) epoch 3
+    assert [r["source_weight"] for r in rows] == pytest.approx([0.4, 0.4 * 2 / 3, 0.4 / 3, 0.0])
+    assert weight_schedule(0.0, 2, beta=1.0, eps=1e-3, cap=20.0)[0]["source_weight"] == 20.0
     # a larger gap gives a smaller source weight at every epoch
     far = weight_schedule(20.0, 4, beta=1.0, eps=0.5)
     assert all(f["source_weight"] <= r["source_weight"] for f, r in zip(far, rows))

@@ -193,7 +193,7 @@ def test_rescaling_enforces_the_constant_that_the_penalty_only_approaches(kappa)
     recalibrate_source_head(head, z, y, kappa=kappa, rho=100.0, epochs=200, lr=1e-2)
     assert lipschitz_constant(head) > kappa  # the hinge penalty is soft and local
     factor = enforce_lipschitz(head, kappa)
-    assert 0 < factor < 1 and lipschitz_constant(head) == pytest.approx(kappa, rel=1e-6)
+    assert 0 < factor < 1 and kappa * (1 - 1e-5) <= lipschitz_constant(head) <= kappa
     worst = max(float(input_gradient_norms(head, 50 * torch.randn(500, z.shape[1]),
                                            torch.full((500,), c)).max()) for c in range(4))
     assert worst <= kappa + 1e-6
