@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 from pathlib import Path
@@ -18,18 +17,13 @@ from pathlib import Path
 from crossmodal.errors import CrossmodalError
 
 
-def _parse_options(items: list[str] | None) -> dict:
-    """``["k=v", ...]`` -> dict, values parsed as Python literals when possible."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise CrossmodalError(f"option {item!r} must look like name=value")
-        key, value = item.split("=", 1)
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
+def _parse_options(items: list[str] | None) -> dict[str, str]:
+    """``["k=v", ...]`` -> ``{k: "v"}``; :func:`crossmodal.runner.run` parses each value
+    against the option's declared type (``false`` is False for a boolean, ``abc`` an error
+    for an integer), before any work."""
+    from crossmodal.validation import parse_assignments
+
+    return parse_assignments(items)
 
 
 def _data_present(task, root: Path) -> str:
@@ -101,7 +95,7 @@ def cmd_reproduce(args) -> int:
     from crossmodal.reproduce import reproduce
 
     return reproduce(profile=args.profile, only=args.only, reports=args.reports,
-                     progress=not args.no_progress)
+                     notebooks=args.notebooks, progress=not args.no_progress)
 
 
 def cmd_data(argv: list[str]) -> int:
@@ -132,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="nft", help="method name (see `crossmodal methods`)")
     p.add_argument("--profile", default="smoke", choices=["smoke", "lab", "paper"])
     p.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the profile's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="0 .. 2**32-1 (default 0)")
     p.add_argument("--out", help="output folder (default runs/<task>/<method>/<profile>/seed<S>)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--body", help="override the profile's body (minilm, minilm-random, "
@@ -149,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="smoke", choices=["smoke", "lab", "paper"])
     p.add_argument("--only", nargs="*", help="only these notebooks (names in notebooks/)")
     p.add_argument("--reports", default="reports", help="reports folder (default: reports)")
+    p.add_argument("--notebooks", default="notebooks",
+                   help="folder of the notebooks to run (default: notebooks, i.e. run from the "
+                   "repository root)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_reproduce)
 

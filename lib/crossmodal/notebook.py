@@ -222,7 +222,7 @@ def settings(
     data_root: str | Path | None = None,
     check_data: bool = True,
     progress: bool = False,
-    num_threads: int = 1,
+    num_threads: int | None = None,
 ) -> NotebookSettings:
     """Resolve a notebook's parameters; fail at once when a task's data is missing.
 
@@ -237,12 +237,16 @@ def settings(
     output_dir : None gives ``reports/<notebook>/<profile>``.
     check_data : raise :class:`DataMissingError` naming the fetch commands of every task
         whose data is not on disk (before any training starts).
-    num_threads : torch threads, pinned here and in every run. One thread by default: on a
-        shared 2-core machine two intra-op threads per process oversubscribe the cores (we
-        measured a 10x slow-down), and one thread makes the printed numbers independent of
-        the machine's core count, which the nbval regression check relies on.
+    num_threads : torch threads, pinned here and in every run. None: ``$OMP_NUM_THREADS``
+        when set, else one (:func:`crossmodal.training.default_num_threads`): on a shared
+        2-core machine two intra-op threads per process oversubscribe the cores (we measured
+        a 10x slow-down), and one thread is what the committed reports were made with.
     """
     prof = get_profile(profile)
+    if num_threads is None:
+        from crossmodal.training import default_num_threads
+
+        num_threads = default_num_threads()
     defaults = NOTEBOOKS.get(notebook, _GENERIC)
     if isinstance(tasks, str):
         tasks = [tasks]
