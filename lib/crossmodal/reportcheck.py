@@ -40,8 +40,14 @@ _NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w)")
 
 
 def _ulp(text: str) -> float:
-    """One unit in the last printed digit of a number's text (``"3.11"`` -> 0.01)."""
+    """One unit in the last printed digit of a rounded number's text (``"3.11"`` -> 0.01).
+
+    Integers of one or two digits are exact (counts such as ``3/4 tasks``; a value printed
+    with 3 significant digits shows decimals below 100), so their unit is 0.
+    """
     mantissa, _, exponent = text.lower().partition("e")
+    if "." not in mantissa and not exponent and len(mantissa.lstrip("+-").lstrip("0")) < 3:
+        return 0.0
     decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
     return 10.0 ** (-decimals + (int(exponent) if exponent else 0))
 
