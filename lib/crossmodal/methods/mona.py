@@ -388,11 +388,12 @@ class MoNA(Method):
         opt = torch.optim.Adam(params, lr=cfg.outer_lr)
         curves: dict[str, list[float]] = {"inner": [], "align": [], "uniform": [], "total": [],
                                           "grad_ratio": []}
+        budget, bsz = ctx.budget(), ctx.stage_batch_size
         with eval_mode(model):  # no dropout: the virtual and real passes are one function
-            for _ in tqdm(range(cfg.meta_steps), desc="MoNA stage 1", disable=not ctx.progress,
-                          leave=False):
-                bt = torch.randperm(len(x), generator=gen)[: cfg.meta_batch_size]
-                bs = torch.randperm(len(ys), generator=gen)[: cfg.source_batch_size]
+            for _ in budget.each(tqdm(range(cfg.meta_steps), desc="MoNA stage 1",
+                                      disable=not ctx.progress, leave=False)):
+                bt = torch.randperm(len(x), generator=gen)[: bsz(cfg.meta_batch_size)]
+                bs = torch.randperm(len(ys), generator=gen)[: max(2, bsz(cfg.source_batch_size))]
                 out = meta_step(model, loss, (x[bt], y[bt]), (tokens[bs], mask[bs], ys[bs]),
                                 cfg)
                 if not torch.isfinite(out["total"]):
@@ -413,9 +414,10 @@ class MoNA(Method):
                 for key in ("inner", "align", "uniform", "total"):
                     curves[key].append(float(out[key].detach()))
         report["curves"] = curves
-        ratios = torch.tensor(curves["grad_ratio"], dtype=torch.float64)
-        report["grad_ratio_median"] = float(ratios.median())
-        report["grad_ratio_mean"] = float(ratios.mean())
+        if curves["grad_ratio"]:  # a time budget may stop stage 1 before its first step
+            ratios = torch.tensor(curves["grad_ratio"], dtype=torch.float64)
+            report["grad_ratio_median"] = float(ratios.median())
+            report["grad_ratio_mean"] = float(ratios.mean())
         if probe is not None:
             report["discrepancy_after"] = discrepancy()
         return report
