@@ -79,6 +79,7 @@ def run(
     progress: bool = True,
     splits: Splits | None = None,
     probe: Callable[..., dict | None] | None = None,
+    log_with: str | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one method on one task; return (and write) the result dict.
 
@@ -97,6 +98,9 @@ def run(
         (``record=None``) and after every fine-tuning epoch (the epoch record): measurements
         of the trained model itself (RECRAFT's bound, MoNA's discrepancy per epoch). Its
         JSON-able dicts go into the result's ``probes``, with ``epoch`` (0: before fine-tuning).
+    log_with : ``"tensorboard"``, ``"wandb"`` or ``"mlflow"``: per-step loss and lr and
+        per-epoch metrics through Accelerate's trackers into ``out/logs``
+        (:mod:`crossmodal.tracking`; needs ``out``).
     """
     t_start = time.perf_counter()
     spec = get_task(task) if isinstance(task, str) else task
@@ -104,6 +108,11 @@ def run(
     m = get_method(method, **(method_options or {}))
     cfg = make_train_config(spec, profile, epochs=epochs, seed=seed, progress=progress,
                             **(train_options or {}))
+    if log_with is not None:  # fail before any training: unknown or not installed
+        from crossmodal.tracking import check_tracker, project_config
+
+        cfg.log_with = check_tracker(log_with)
+        project_config(out, log_with)
     seed_everything(seed, cfg.num_threads)
     if splits is None:
         splits = load_task_data(spec, profile, data_root, seed)
