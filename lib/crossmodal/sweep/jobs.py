@@ -11,7 +11,7 @@ Layout of a runs directory (``--runs-dir DIR``)::
         metrics.jsonl  one line per finished epoch
         results.json   the finished run (crossmodal.runner.run); its presence means done
         logs/          TensorBoard/MLflow/W&B files when the sweep was given --log-with
-    DIR/.submitit/<job id>/                 submitit's pickles and the jobs' stdout/stderr
+    DIR/.submitit/                          submitit's pickles and the jobs' stdout/stderr
 
 A job is :class:`RunJob`: submitit checkpointable, so a preempted or timed-out Slurm job is
 requeued, and (like any resubmitted job) resumes from the run's last epoch checkpoint.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import shlex
@@ -211,10 +212,6 @@ class RunState:
     detail: str = ""
     error: str = ""
 
-    @property
-    def folder_name(self) -> str:
-        return self.run_id
-
 
 def _job_alive(job: dict[str, Any] | None) -> bool | None:
     """Whether a submitted job still exists (None: cannot tell from here)."""
@@ -224,12 +221,40 @@ def _job_alive(job: dict[str, Any] | None) -> bool | None:
         if job.get("host") != socket.gethostname():
             return None
         return _pid_alive(int(job["job_id"]))
+    base, _, task = str(job["job_id"]).partition("_")
+    listed = _squeue_ids(base, int(time.time() // 10))
+    if listed is None:
+        return None
+    return any(_id_matches(entry, base, task) for entry in listed)
+
+
+@functools.lru_cache(maxsize=256)
+def _squeue_ids(base_id: str, _bucket: int) -> tuple[str, ...] | None:
+    """The ids Slurm lists for a job or job array (one ``squeue`` call per array and 10 s,
+    not one per run); None when squeue cannot tell."""
     try:
-        out = subprocess.run(["squeue", "-h", "-j", str(job["job_id"])], capture_output=True,
+        out = subprocess.run(["squeue", "-h", "-j", base_id, "-o", "%i"], capture_output=True,
                              text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return bool(out.stdout.strip()) if out.returncode == 0 else None
+    return tuple(out.stdout.split()) if out.returncode == 0 else None
+
+
+def _id_matches(entry: str, base: str, task: str) -> bool:
+    """Whether squeue's ``entry`` (``4242``, ``4242_3`` or a pending range ``4242_[2-5,7%4]``)
+    is job ``base``'s array task ``task`` (or the job itself when ``task`` is empty)."""
+    if not task or entry == base:
+        return entry.split("_")[0] == base
+    eb, _, et = entry.partition("_")
+    if eb != base:
+        return False
+    if not et.startswith("["):
+        return et == task
+    for part in et.strip("[]").split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit() and int(lo) <= int(task) <= int(hi or lo):
+            return True
+    return False
 
 
 def run_state(folder: str | Path) -> RunState:
@@ -345,8 +370,8 @@ def make_executor(kind: str, runs_dir: Path, *, partition: str | None = None,
                   mem_gb: int | None = None, timeout_min: int | None = None,
                   max_parallel: int | None = None, account: str | None = None,
                   setup: list[str] | None = None):
-    """A submitit executor whose job folders are ``runs_dir/.submitit/<job id>``."""
-    folder = runs_dir / ".submitit" / "%j"
+    """A submitit executor whose pickles and logs go to ``runs_dir/.submitit/``."""
+    folder = runs_dir / ".submitit"
     if kind == "slurm":
         try:
             ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=3)
