@@ -115,7 +115,8 @@ def one_run_per_folder(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[
             return fn(*args, **kwargs)
         existed = Path(out).exists()
         with RunLock(check_out_dir(out), remove_if_empty=not existed) as lock:
-            clean_stale_temporaries(lock.folder)
+            if lock.held:  # not on the other ranks of a launch: rank 0 may be writing them
+                clean_stale_temporaries(lock.folder)
             return fn(*args, **kwargs)
 
     return wrapper
@@ -217,11 +218,14 @@ def run(
         task=spec.key, method=m.name, method_config=dataclasses.asdict(m.config), seed=seed,
         train_config=dataclasses.asdict(cfg), body=body_name, profile=prof.name,
         n_train=len(splits["train"][0]), n_test=len(splits["test"][0]))
-    plan, finished = plan_run(out_dir, fingerprint, resume)
+    plan, saved = plan_run(out_dir, fingerprint, resume)
     if plan == "finished":
         print(f"crossmodal: {out_dir} already holds this finished run (results.json); "
               "nothing to train. Drop --resume to train it again.", file=sys.stderr)
-        return finished
+        return saved
+    # a checkpoint the interrupted run was asked to keep stays kept when it is resumed
+    keep_checkpoint = cfg.keep_checkpoint or bool(plan == "resume" and saved
+                                                  and saved.get("keep_checkpoint"))
     model = build_model(spec, body_name, seed=seed)
     m.prepare(model, spec, ctx)
 
@@ -285,6 +289,6 @@ def run(
     }
     if out_dir is not None:
         write_json_atomic(result, out_dir / "results.json")
-        if not cfg.keep_checkpoint:
+        if not keep_checkpoint:
             (out_dir / CHECKPOINT).unlink(missing_ok=True)
     return result

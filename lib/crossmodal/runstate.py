@@ -129,8 +129,8 @@ def plan_run(out_dir: Path | None, fingerprint: dict[str, Any], resume: bool
     """Decide what to do with ``out_dir`` (call it with the folder's lock held).
 
     Returns ``("finished", results)`` when ``resume`` is set and the folder holds the
-    complete run of this configuration; ``("resume", None)`` when it holds a checkpoint of
-    it; ``("fresh", None)`` otherwise. A saved configuration that differs from
+    complete run of this configuration; ``("resume", saved)`` when it holds a checkpoint of
+    it (``saved``: the checkpoint's training settings); ``("fresh", None)`` otherwise. A saved configuration that differs from
     ``fingerprint`` raises an :class:`InvalidInputError` listing the differing keys. For a
     fresh run, a stale ``results.json`` is removed at once, so the folder never shows an
     old result next to the new run's log and checkpoint.
@@ -147,9 +147,10 @@ def plan_run(out_dir: Path | None, fingerprint: dict[str, Any], resume: bool
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, mmap=True)
         diffs = config_differences(fingerprint_of_checkpoint(ckpt), fingerprint)
+        saved = dict(ckpt.get("config", {}))
         del ckpt
         if diffs:
             raise mismatch_error(ckpt_path, diffs)
-        return "resume", None
+        return "resume", saved
     (out_dir / RESULTS).unlink(missing_ok=True)
     return "fresh", None
