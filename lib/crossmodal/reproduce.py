@@ -32,8 +32,8 @@ def list_notebooks(notebooks: str | Path = "notebooks") -> list[str]:
     """Notebook names (file stems) in ``notebooks/``, sorted (``00_quickstart`` first)."""
     folder = Path(notebooks)
     if not folder.is_dir():
-        raise InvalidInputError(f"no notebooks folder at {folder}; run from the repository root "
-                                "or pass --notebooks")
+        raise InvalidInputError(f"no notebooks folder at {folder.absolute()}; run from the "
+                                "repository root or pass --notebooks PATH/TO/notebooks")
     return sorted(p.stem for p in folder.glob("*.ipynb") if not p.name.startswith("."))
 
 
