@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 from pathlib import Path
@@ -18,18 +17,13 @@ from pathlib import Path
 from crossmodal.errors import CrossmodalError
 
 
-def _parse_options(items: list[str] | None) -> dict:
-    """``["k=v", ...]`` -> dict, values parsed as Python literals when possible."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise CrossmodalError(f"option {item!r} must look like name=value")
-        key, value = item.split("=", 1)
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
+def _parse_options(items: list[str] | None) -> dict[str, str]:
+    """``["k=v", ...]`` -> ``{k: "v"}``; :func:`crossmodal.runner.run` parses each value
+    against the option's declared type (``false`` is False for a boolean, ``abc`` an error
+    for an integer), before any work."""
+    from crossmodal.validation import parse_assignments
+
+    return parse_assignments(items)
 
 
 def _data_present(task, root: Path) -> str:
@@ -85,7 +79,8 @@ def cmd_run(args) -> int:
         args.task, args.method, args.profile, epochs=args.epochs, seed=args.seed, out=out,
         resume=args.resume, body=args.body, data_root=args.data_root,
         method_options=_parse_options(args.option), train_options=_parse_options(args.train),
-        progress=not args.no_progress,
+        progress=not args.no_progress, limit_batches=args.limit_batches,
+        batch_size=args.batch_size,
     )
     metric = result["metric"]
     print(json.dumps({
@@ -93,6 +88,7 @@ def cmd_run(args) -> int:
         "metric": metric["display"], "final": round(result["final_metric"], 4),
         "best": round(result["best_metric"], 4), "wall_seconds": round(result["wall_seconds"], 1),
         "results": str(Path(out) / "results.json"),
+        **({"dry_run": True} if result.get("dry_run") else {}),
     }, indent=2))
     return 0
 
@@ -101,7 +97,7 @@ def cmd_reproduce(args) -> int:
     from crossmodal.reproduce import reproduce
 
     return reproduce(profile=args.profile, only=args.only, reports=args.reports,
-                     progress=not args.no_progress)
+                     notebooks=args.notebooks, progress=not args.no_progress)
 
 
 def cmd_data(argv: list[str]) -> int:
@@ -132,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="nft", help="method name (see `crossmodal methods`)")
     p.add_argument("--profile", default="smoke", choices=["smoke", "lab", "paper"])
     p.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the profile's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="0 .. 2**32-1 (default 0)")
     p.add_argument("--out", help="output folder (default runs/<task>/<method>/<profile>/seed<S>)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--body", help="override the profile's body (minilm, minilm-random, "
@@ -143,12 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", "-t", action="append", metavar="NAME=VALUE",
                    help="a training option, e.g. -t lr=1e-4 -t batch_size=8 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--limit-batches", type=int, metavar="N",
+                   help="dry run: every epoch and every stage-1 loop stops after N "
+                   "micro-batches; evaluation on N batches (results.json: dry_run)")
+    p.add_argument("--batch-size", type=int, metavar="B",
+                   help="micro-batch size of every stage instead of the profile's "
+                   "(accumulation and the rest stay; results.json: dry_run)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("reproduce", help="run the smoke/lab/paper reproduction into reports/")
     p.add_argument("--profile", default="smoke", choices=["smoke", "lab", "paper"])
     p.add_argument("--only", nargs="*", help="only these notebooks (names in notebooks/)")
     p.add_argument("--reports", default="reports", help="reports folder (default: reports)")
+    p.add_argument("--notebooks", default="notebooks",
+                   help="folder of the notebooks to run (default: notebooks, i.e. run from the "
+                   "repository root)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_reproduce)
 

@@ -32,8 +32,8 @@ def list_notebooks(notebooks: str | Path = "notebooks") -> list[str]:
     """Notebook names (file stems) in ``notebooks/``, sorted (``00_quickstart`` first)."""
     folder = Path(notebooks)
     if not folder.is_dir():
-        raise InvalidInputError(f"no notebooks folder at {folder}; run from the repository root "
-                                "or pass --notebooks")
+        raise InvalidInputError(f"no notebooks folder at {folder.absolute()}; run from the "
+                                "repository root or pass --notebooks PATH/TO/notebooks")
     return sorted(p.stem for p in folder.glob("*.ipynb") if not p.name.startswith("."))
 
 
@@ -159,7 +159,7 @@ def reproduce(
     print(f"\n{len(names) - len(failures)}/{len(names)} notebooks ok in {total:.0f} s; "
           f"index: {index}")
     if failures:
-        print("Failed notebooks (the executed notebook and error.txt are in reports/<nb>/"
+        print(f"Failed notebooks (the executed notebook and error.txt are in {reports}/<nb>/"
               f"{profile}/):")
         for name, msg in failures:
             print(f"  {name}: {msg}")

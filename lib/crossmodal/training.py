@@ -53,11 +53,14 @@ class TrainConfig:
     grad_accum: int = 1
     clip_grad: float | None = 1.0
     seed: int = 0
-    num_threads: int | None = 2
+    num_threads: int | None = field(default_factory=lambda: default_num_threads())
     mixed_precision: str = "no"
     device: str = "auto"
     progress: bool = True
     keep_checkpoint: bool = False
+    #: dry runs (``--limit-batches``): every epoch stops after this many micro-batches and
+    #: evaluation reads this many batches; ``None``: all.
+    limit_batches: int | None = None
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -69,6 +72,61 @@ class TrainConfig:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InvalidInputError(f"lr must be a positive number, got {self.lr}")
+        if self.limit_batches is not None and self.limit_batches < 1:
+            raise InvalidInputError(f"limit_batches must be >= 1 (or None for all), got "
+                                    f"{self.limit_batches}")
+
+
+class BatchBudget:
+    """The ``--limit-batches`` budget of one stage: at most ``limit`` micro-batches in total.
+
+    Stage-1 loops (ORCA's alignment, MoNA's meta-steps, RECRAFT's FA/FLD, the gap-adaptive
+    embedder stages) wrap their outer loop in :meth:`loop` and their micro-batches in
+    :meth:`each`; with ``limit=None`` both are the identity, so normal runs are unchanged::
+
+        budget = ctx.budget()
+        for epoch in budget.loop(range(epochs)):
+            for batch in budget.each(batches):
+                ...
+    """
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit, self.used = limit, 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.limit is not None and self.used >= self.limit
+
+    def loop(self, iterable: Iterable) -> Iterator:
+        """The items of ``iterable`` until the budget is spent (outer loops: epochs)."""
+        for item in iterable:
+            if self.exhausted:
+                return
+            yield item
+
+    def each(self, iterable: Iterable) -> Iterator:
+        """The items of ``iterable``, each counted as one micro-batch, until the budget is spent."""
+        for item in iterable:
+            if self.exhausted:
+                return
+            self.used += 1
+            yield item
+
+
+def default_num_threads() -> int:
+    """Torch's CPU threads for a run: ``$OMP_NUM_THREADS`` when set, else 1.
+
+    One thread is the default because it measured fastest where the kit is developed (a
+    shared 2-core machine: 4.5x faster than two threads on smoke_gunpoint) and because the
+    notebooks use it, so a CLI run gives the notebooks' numbers to the last digit. On a
+    dedicated many-core machine set ``OMP_NUM_THREADS`` (or ``-t num_threads=N``).
+    """
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    try:
+        n = int(value.split(",")[0]) if value else 1  # OpenMP allows "4,2" (nested levels)
+    except ValueError:
+        return 1
+    return max(n, 1)
 
 
 def seed_everything(seed: int, num_threads: int | None = None) -> None:
@@ -157,11 +215,15 @@ def task_loss_fn(task) -> LossFn:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader, accelerator=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model outputs and targets over a loader, gathered on the CPU as float tensors."""
+def predict(model: nn.Module, loader, accelerator=None,
+            limit_batches: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model outputs and targets over a loader (its first ``limit_batches`` batches when
+    given), gathered on the CPU as float tensors."""
     model.eval()
     outs, ys = [], []
-    for x, y in loader:
+    for i, (x, y) in enumerate(loader):
+        if limit_batches is not None and i >= limit_batches:
+            break
         out = model(x)
         if accelerator is not None:
             out, y = accelerator.gather_for_metrics((out, y))
@@ -170,12 +232,37 @@ def predict(model: nn.Module, loader, accelerator=None) -> tuple[torch.Tensor, t
     return torch.cat(outs), torch.cat(ys)
 
 
-def evaluate(model: nn.Module, task, loader, accelerator=None) -> float:
-    """The task metric (in the paper's units) on a loader."""
+def evaluate(model: nn.Module, task, loader, accelerator=None,
+             limit_batches: int | None = None) -> float:
+    """The task metric (in the paper's units) on a loader (or its first ``limit_batches``)."""
     from crossmodal.metrics import get_metric
 
-    pred, target = predict(model, loader, accelerator)
+    pred, target = predict(model, loader, accelerator, limit_batches)
     return float(get_metric(task.metric).fn(pred, target))
+
+
+def resume_differences(saved: dict, cfg: TrainConfig, run_config: dict | None = None
+                       ) -> list[str]:
+    """The settings a checkpoint was written with that differ from this run's.
+
+    ``saved`` is the checkpoint dict; compared are every training setting that changes the
+    numbers (see :data:`crossmodal.runstate.NON_RESULT_TRAIN_KEYS`) and, when both sides
+    have one, the run's full configuration fingerprint (task, method, options, seed, ...).
+    """
+    from crossmodal.runstate import (
+        NON_RESULT_TRAIN_KEYS,
+        config_differences,
+        fingerprint_of_checkpoint,
+    )
+
+    diffs = config_differences(
+        {f"train.{k}": v for k, v in saved.get("config", {}).items()
+         if k not in NON_RESULT_TRAIN_KEYS},
+        {f"train.{k}": v for k, v in asdict(cfg).items()})
+    if run_config is not None and "run_config" in saved:
+        diffs += [d for d in config_differences(fingerprint_of_checkpoint(saved), run_config)
+                  if d not in diffs]
+    return diffs
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -197,6 +284,8 @@ def fit(
     extra_state: dict | None = None,
     on_epoch_start: Callable[[TrainState], None] | None = None,
     on_epoch_end: Callable[[dict], None] | None = None,
+    run_config: dict | None = None,
+    remove_checkpoint: bool = True,
 ) -> list[dict]:
     """Train ``model`` on ``splits["train"]``, evaluating ``task.metric`` on ``splits["test"]``.
 
@@ -212,6 +301,12 @@ def fit(
     resume : continue from ``out_dir/checkpoint.pt`` if it exists.
     extra_state : a dict saved in (and restored from) the checkpoint, for method state.
     on_epoch_start, on_epoch_end : callbacks (``on_epoch_end`` receives the epoch record).
+    run_config : the run's configuration fingerprint
+        (:func:`crossmodal.runstate.run_fingerprint`), saved in the checkpoint; resuming
+        refuses a checkpoint whose fingerprint or training settings differ, naming the keys.
+    remove_checkpoint : delete the checkpoint when training is complete (unless
+        ``cfg.keep_checkpoint``). :func:`crossmodal.runner.run` passes False and deletes it
+        itself only after results.json is written, so a crash in between loses nothing.
 
     Returns
     -------
@@ -224,7 +319,9 @@ def fit(
     seed_everything(cfg.seed, cfg.num_threads)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        from crossmodal.validation import check_out_dir
+
+        check_out_dir(out)  # a file or a read-only folder: a clear error, not a traceback
     ckpt_path = out / "checkpoint.pt" if out is not None else None
     loss_fn = loss_fn or task_loss_fn(task)
 
@@ -236,7 +333,10 @@ def fit(
     test_loader = DataLoader(test_ds, batch_size=cfg.eval_batch_size, shuffle=False)
 
     optimizer = make_optimizer(params if params is not None else model.parameters(), cfg)
-    steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
+    # micro-batches per epoch (fewer in a dry run, --limit-batches)
+    n_batches = len(train_loader) if cfg.limit_batches is None else min(len(train_loader),
+                                                                         cfg.limit_batches)
+    steps_per_epoch = math.ceil(n_batches / cfg.grad_accum)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch * cfg.epochs)
     model, optimizer, train_loader, test_loader = accelerator.prepare(
         model, optimizer, train_loader, test_loader
@@ -245,12 +345,12 @@ def fit(
     history: list[dict] = []
     start_epoch = 0
     if resume and ckpt_path is not None and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ckpt["config"]["epochs"] != cfg.epochs:
-            raise InvalidInputError(
-                f"{ckpt_path} was written by a run of {ckpt['config']['epochs']} epochs; resume "
-                f"it with the same number of epochs (got {cfg.epochs}) or use a new --out"
-            )
+        from crossmodal.runstate import load_checkpoint, mismatch_error
+
+        ckpt = load_checkpoint(ckpt_path)
+        diffs = resume_differences(ckpt, cfg, run_config)
+        if diffs:  # e.g. another seed or lr: its results would be labelled with settings
+            raise mismatch_error(ckpt_path, diffs)  # that never ran
         accelerator.unwrap_model(model).load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -281,17 +381,20 @@ def fit(
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not cfg.progress)
         for step, (x, y) in enumerate(bar):
+            if step >= n_batches:
+                break
             state.step = step
             loss = loss_fn(model, (x, y), state)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
                     f"the training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}"
                     f" (lr {cfg.lr}). Lower the learning rate, keep gradient clipping on, or "
-                    "check the inputs for extreme values; the last good checkpoint is kept"
-                    + (f" in {ckpt_path}" if ckpt_path else "")
+                    "check the inputs for extreme values"
+                    + (f"; the last good checkpoint is kept in {ckpt_path}"
+                       if ckpt_path is not None and ckpt_path.exists() else "")
                 )
             accelerator.backward(loss / cfg.grad_accum)
-            last = step + 1 == len(train_loader)
+            last = step + 1 == n_batches
             if (step + 1) % cfg.grad_accum == 0 or last:
                 if cfg.clip_grad:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
@@ -301,7 +404,7 @@ def fit(
             total += loss.item() * len(x)
             count += len(x)
             bar.set_postfix(loss=f"{total / count:.4f}")
-        metric = evaluate(model, task, test_loader, accelerator)
+        metric = evaluate(model, task, test_loader, accelerator, cfg.limit_batches)
         record = {
             "epoch": epoch + 1,
             "train_loss": total / max(count, 1),
@@ -322,11 +425,13 @@ def fit(
                     "history": history,
                     "config": asdict(cfg),
                     "extra_state": extra_state or {},
+                    **({"run_config": run_config} if run_config is not None else {}),
                 },
                 ckpt_path,
             )
         if on_epoch_end is not None:
             on_epoch_end(record)
-    if ckpt_path is not None and ckpt_path.exists() and not cfg.keep_checkpoint:
+    if remove_checkpoint and ckpt_path is not None and ckpt_path.exists() \
+            and not cfg.keep_checkpoint:
         ckpt_path.unlink()  # the run is complete; results.json and metrics.jsonl remain
     return history
