@@ -448,3 +448,19 @@ def test_other_ranks_of_a_launch_neither_lock_nor_clean(tmp_path, monkeypatch):
     with pytest.raises(InvalidInputError):
         run("smoke_gunpoint", "orca", method_options={"align_epochs": "abc"}, out=folder)
     assert (folder / "checkpoint.pt.tmp").exists()
+
+
+def test_a_fresh_run_removes_an_old_result_before_it_trains(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({"status": "complete", "seed": 0}))
+
+    def build_model(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(runner, "build_model", build_model)
+    with pytest.raises(Stop):
+        run("smoke_gunpoint", "nft", seed=1, out=folder, progress=False,
+            splits=small_splits("smoke_gunpoint"))
+    # a kill from here on can no longer leave seed 0's result beside seed 1's log
+    assert not (folder / "results.json").exists()

@@ -173,7 +173,7 @@ def reproduce(
     print(f"\n{len(names) - len(failures)}/{len(names)} notebooks ok in {total:.0f} s; "
           f"index: {index}")
     if failures:
-        print("Failed notebooks (the executed notebook and error.txt are in reports/<nb>/"
+        print(f"Failed notebooks (the executed notebook and error.txt are in {reports}/<nb>/"
               f"{profile}/):")
         for name, msg in failures:
             print(f"  {name}: {msg}")

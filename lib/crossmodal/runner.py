@@ -173,8 +173,12 @@ def run(
     epochs : fine-tuning epochs (None: the profile's default, the paper's for ``paper``).
     seed : seeds data subsets, initialisation, data order and dropout.
     out : output folder for results.json, metrics.jsonl and the checkpoint (None: nothing
-        written).
-    resume : continue an interrupted run in ``out`` from its last checkpoint.
+        written). Held under a lock for the whole run (:mod:`crossmodal.runlock`): a second
+        run into it is refused. A fresh run first removes an old results.json there.
+    resume : continue an interrupted run in ``out`` from its last checkpoint, which must have
+        been written with the same configuration (:mod:`crossmodal.runstate`; the differing
+        settings are listed otherwise). A finished run (complete results.json) is returned
+        as it is, without training.
     body : override the profile's body (e.g. ``"minilm-random"``).
     method_options, train_options : fields of the method's config / of TrainConfig.
     splits : use these arrays instead of loading the task's data (tests, notebooks).
