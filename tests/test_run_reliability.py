@@ -339,7 +339,8 @@ def test_resume_compares_the_whole_configuration_and_a_finished_run_is_not_retra
         tmp_path, monkeypatch, capsys):
     out, splits = tmp_path / "run", small_splits("smoke_gunpoint")
     base = dict(epochs=2, out=out, progress=False, resume=True)
-    _interrupted_run(monkeypatch, out, splits, train_options={"num_threads": 1})
+    _interrupted_run(monkeypatch, out, splits,
+                     train_options={"num_threads": 1, "keep_checkpoint": True})
     ckpt_bytes = (out / "checkpoint.pt").stat().st_size
 
     def forbidden(*args, **kwargs):
@@ -361,11 +362,12 @@ def test_resume_compares_the_whole_configuration_and_a_finished_run_is_not_retra
     monkeypatch.undo()
     assert (out / "checkpoint.pt").stat().st_size == ckpt_bytes  # nothing was touched
 
-    # the same configuration resumes (the thread count may differ) and completes
+    # the same configuration resumes (the thread count may differ) and completes; the
+    # checkpoint the interrupted run was told to keep stays
     first = run("smoke_gunpoint", "nft", "smoke", splits=splits, **base,
                 train_options={"num_threads": 2})
     assert [e["epoch"] for e in first["epochs"]] == [1, 2] and first["status"] == "complete"
-    assert not (out / "checkpoint.pt").exists()
+    assert (out / "checkpoint.pt").exists()
     saved = (out / "results.json").read_text()
 
     # --resume on the finished run: says so, returns it, trains nothing, changes nothing
@@ -434,3 +436,31 @@ def test_results_files_follow_the_umask(tmp_path, umask, mode):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == mode
+
+
+def test_other_ranks_of_a_launch_neither_lock_nor_clean(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "checkpoint.pt.tmp").write_text("rank 0 is writing this")
+    monkeypatch.setenv("RANK", "1")
+    with RunLock(folder) as lock:
+        assert not lock.held and not (folder / LOCK_NAME).exists()
+    with pytest.raises(InvalidInputError):
+        run("smoke_gunpoint", "orca", method_options={"align_epochs": "abc"}, out=folder)
+    assert (folder / "checkpoint.pt.tmp").exists()
+
+
+def test_a_fresh_run_removes_an_old_result_before_it_trains(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({"status": "complete", "seed": 0}))
+
+    def build_model(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(runner, "build_model", build_model)
+    with pytest.raises(Stop):
+        run("smoke_gunpoint", "nft", seed=1, out=folder, progress=False,
+            splits=small_splits("smoke_gunpoint"))
+    # a kill from here on can no longer leave seed 0's result beside seed 1's log
+    assert not (folder / "results.json").exists()

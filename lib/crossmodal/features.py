@@ -40,15 +40,14 @@ __all__ = ["eval_mode", "masked_mean", "proxy_body_features", "proxy_tokens",
 def masked_mean(tokens: Tensor, mask: Tensor | None = None) -> Tensor:
     r"""Mean over the sequence axis of ``(n, N, D)`` tokens, over real tokens where ``mask``
     (``(n, N)``) is 1: :math:`\sum_n m_n z_n / \max(1, \sum_n m_n)`; ``mask=None``: all."""
+    from crossmodal.proxies import masked_token_mean
+
     if tokens.ndim != 3:
         raise InvalidInputError(f"masked_mean needs tokens (n, N, D), got {tuple(tokens.shape)}")
-    if mask is None:
-        return tokens.mean(1)
-    if mask.shape != tokens.shape[:2]:
-        raise InvalidInputError(f"mask must be (n, N) = {tuple(tokens.shape[:2])}, got "
-                                f"{tuple(mask.shape)}")
-    m = mask.unsqueeze(-1).to(tokens.dtype)
-    return (tokens * m).sum(1) / m.sum(1).clamp_min(1.0)
+    if mask is not None and mask.shape[0] != tokens.shape[0]:
+        raise InvalidInputError(f"mask must have {tokens.shape[0]} rows, got {tuple(mask.shape)}")
+    # a body that merges tokens (Swin: 3136 in, 49 out) keeps an all-ones mask meaningful only
+    return masked_token_mean(tokens, mask)
 
 
 @contextmanager
@@ -92,7 +91,8 @@ def source_body_features(body: nn.Module, tokens: Tensor, mask: Tensor | None, *
         for i in range(0, len(tokens), batch_size):
             t = tokens[i : i + batch_size].to(device)
             m = None if mask is None else mask[i : i + batch_size].to(device)
-            kwargs = {} if m is None else {"attention_mask": m}
+            # only padded batches need the mask in the attention (grid bodies take none)
+            kwargs = {} if m is None or bool(m.bool().all()) else {"attention_mask": m}
             z = (body(t, **kwargs) if params is None
                  else functional_call(body, params, (t,), kwargs))
             out.append(masked_mean(z, m))

@@ -171,6 +171,11 @@ class RunLock:
             except OSError:
                 pass
 
+    @property
+    def held(self) -> bool:
+        """This process holds the lock (False on ranks other than 0 of a launch)."""
+        return self._fd is not None
+
     def __enter__(self) -> RunLock:
         return self.acquire()
 

@@ -115,7 +115,8 @@ def one_run_per_folder(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[
             return fn(*args, **kwargs)
         existed = Path(out).exists()
         with RunLock(check_out_dir(out), remove_if_empty=not existed) as lock:
-            clean_stale_temporaries(lock.folder)
+            if lock.held:  # not on the other ranks of a launch: rank 0 may be writing them
+                clean_stale_temporaries(lock.folder)
             return fn(*args, **kwargs)
 
     return wrapper
@@ -162,6 +163,7 @@ def run(
     probe: Callable[..., dict | None] | None = None,
     limit_batches: int | None = None,
     batch_size: int | None = None,
+    log_with: str | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one method on one task; return (and write) the result dict.
 
@@ -171,8 +173,12 @@ def run(
     epochs : fine-tuning epochs (None: the profile's default, the paper's for ``paper``).
     seed : seeds data subsets, initialisation, data order and dropout.
     out : output folder for results.json, metrics.jsonl and the checkpoint (None: nothing
-        written).
-    resume : continue an interrupted run in ``out`` from its last checkpoint.
+        written). Held under a lock for the whole run (:mod:`crossmodal.runlock`): a second
+        run into it is refused. A fresh run first removes an old results.json there.
+    resume : continue an interrupted run in ``out`` from its last checkpoint, which must have
+        been written with the same configuration (:mod:`crossmodal.runstate`; the differing
+        settings are listed otherwise). A finished run (complete results.json) is returned
+        as it is, without training.
     body : override the profile's body (e.g. ``"minilm-random"``).
     method_options, train_options : fields of the method's config / of TrainConfig.
     splits : use these arrays instead of loading the task's data (tests, notebooks).
@@ -188,6 +194,9 @@ def run(
     A run with either switch, or on a fixture data root (``crossmodal data fixtures``), is a
     *dry run*: ``results.json`` says so (``dry_run``, ``limit_batches``, ``batch_size``,
     ``data``) and reports never compare it with a paper.
+    log_with : ``"tensorboard"``, ``"wandb"`` or ``"mlflow"``: per-step loss and lr and
+        per-epoch metrics through Accelerate's trackers into ``out/logs``
+        (:mod:`crossmodal.tracking`; needs ``out``).
     """
     t_start = time.perf_counter()
     spec = get_task(task) if isinstance(task, str) else task
@@ -199,6 +208,11 @@ def run(
     cfg = make_train_config(spec, profile, epochs=epochs, seed=seed, progress=progress,
                             **{**typed_train_options(train_options), **dry})
     cfg.validate()
+    if log_with is not None:  # fail before any training: unknown or not installed
+        from crossmodal.tracking import check_tracker, project_config
+
+        cfg.log_with = check_tracker(log_with)
+        project_config(out, log_with)
     seed_everything(seed, cfg.num_threads)
     splits_given = splits is not None
     if splits is None:
@@ -217,11 +231,14 @@ def run(
         task=spec.key, method=m.name, method_config=dataclasses.asdict(m.config), seed=seed,
         train_config=dataclasses.asdict(cfg), body=body_name, profile=prof.name,
         n_train=len(splits["train"][0]), n_test=len(splits["test"][0]))
-    plan, finished = plan_run(out_dir, fingerprint, resume)
+    plan, saved = plan_run(out_dir, fingerprint, resume)
     if plan == "finished":
         print(f"crossmodal: {out_dir} already holds this finished run (results.json); "
               "nothing to train. Drop --resume to train it again.", file=sys.stderr)
-        return finished
+        return saved
+    # a checkpoint the interrupted run was asked to keep stays kept when it is resumed
+    keep_checkpoint = cfg.keep_checkpoint or bool(plan == "resume" and saved
+                                                  and saved.get("keep_checkpoint"))
     model = build_model(spec, body_name, seed=seed)
     m.prepare(model, spec, ctx)
 
@@ -285,6 +302,6 @@ def run(
     }
     if out_dir is not None:
         write_json_atomic(result, out_dir / "results.json")
-        if not cfg.keep_checkpoint:
+        if not keep_checkpoint:
             (out_dir / CHECKPOINT).unlink(missing_ok=True)
     return result

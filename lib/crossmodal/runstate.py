@@ -6,8 +6,8 @@ seed, the training settings, body, profile and the split sizes, flattened to dot
 can be read back from ``results.json``. ``--resume`` continues a folder only when the saved
 fingerprint equals the requested one, and otherwise names every key that differs, before
 any model is built. Settings that do not change the numbers a run computes
-(:data:`NON_RESULT_TRAIN_KEYS`: progress bars, keeping the checkpoint, the device and the
-thread count) are left out, so a run may be resumed on another machine.
+(:data:`NON_RESULT_TRAIN_KEYS`: progress bars, keeping the checkpoint, the device, the
+thread count and experiment tracking) are left out, so a run may be resumed on another machine.
 
 :func:`plan_run` decides, with the folder's lock held, between a fresh run, a resumed one
 and a run that is already finished (``results.json`` complete: nothing to do).
@@ -23,7 +23,8 @@ from crossmodal.errors import InvalidInputError
 
 #: Training settings that do not change a run's numbers (beyond the last digits for
 #: ``num_threads``): they may differ between the interrupted run and its resumption.
-NON_RESULT_TRAIN_KEYS = frozenset({"progress", "keep_checkpoint", "device", "num_threads"})
+NON_RESULT_TRAIN_KEYS = frozenset({"progress", "keep_checkpoint", "device", "num_threads",
+                                   "log_with"})
 
 CHECKPOINT = "checkpoint.pt"
 RESULTS = "results.json"
@@ -129,8 +130,8 @@ def plan_run(out_dir: Path | None, fingerprint: dict[str, Any], resume: bool
     """Decide what to do with ``out_dir`` (call it with the folder's lock held).
 
     Returns ``("finished", results)`` when ``resume`` is set and the folder holds the
-    complete run of this configuration; ``("resume", None)`` when it holds a checkpoint of
-    it; ``("fresh", None)`` otherwise. A saved configuration that differs from
+    complete run of this configuration; ``("resume", saved)`` when it holds a checkpoint of
+    it (``saved``: the checkpoint's training settings); ``("fresh", None)`` otherwise. A saved configuration that differs from
     ``fingerprint`` raises an :class:`InvalidInputError` listing the differing keys. For a
     fresh run, a stale ``results.json`` is removed at once, so the folder never shows an
     old result next to the new run's log and checkpoint.
@@ -147,9 +148,10 @@ def plan_run(out_dir: Path | None, fingerprint: dict[str, Any], resume: bool
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, mmap=True)
         diffs = config_differences(fingerprint_of_checkpoint(ckpt), fingerprint)
+        saved = dict(ckpt.get("config", {}))
         del ckpt
         if diffs:
             raise mismatch_error(ckpt_path, diffs)
-        return "resume", None
+        return "resume", saved
     (out_dir / RESULTS).unlink(missing_ok=True)
     return "fresh", None

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from crossmodal import tracking
 from crossmodal.errors import InvalidInputError, NonFiniteLossError, unknown_name
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -61,6 +62,7 @@ class TrainConfig:
     #: dry runs (``--limit-batches``): every epoch stops after this many micro-batches and
     #: evaluation reads this many batches; ``None``: all.
     limit_batches: int | None = None
+    log_with: str | None = None  # "tensorboard" | "wandb" | "mlflow" (crossmodal.tracking)
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -326,7 +328,11 @@ def fit(
     loss_fn = loss_fn or task_loss_fn(task)
 
     cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
-    accelerator = Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision)
+    if cfg.log_with:
+        tracking.check_tracker(cfg.log_with)
+    accelerator = Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision,
+                              log_with=cfg.log_with or None,
+                              project_config=tracking.project_config(out, cfg.log_with))
     train_ds, test_ds = to_dataset(*splits["train"]), to_dataset(*splits["test"])
     sampler = EpochSampler(len(train_ds), cfg.seed)
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler)
@@ -365,6 +371,9 @@ def fit(
         (out / "metrics.jsonl").unlink()  # a fresh run starts a fresh log
 
     state = TrainState(epochs=cfg.epochs, steps_per_epoch=steps_per_epoch)
+    if cfg.log_with:
+        tracking.start(accelerator, cfg.log_with, {"task": task.key, **asdict(cfg)}, out,
+                       out.name)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
@@ -398,6 +407,10 @@ def fit(
             if (step + 1) % cfg.grad_accum == 0 or last:
                 if cfg.clip_grad:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                if cfg.log_with:  # the global optimiser step: a resumed run continues it
+                    accelerator.log({"train/loss": loss.item(),
+                                     "train/lr": optimizer.param_groups[0]["lr"]},
+                                    step=epoch * steps_per_epoch + step // cfg.grad_accum)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -413,6 +426,10 @@ def fit(
             "seconds": time.perf_counter() - t0,
         }
         history.append(record)
+        if cfg.log_with:
+            accelerator.log({f"epoch/{k}": record[k] for k in
+                             ("train_loss", "test_metric", "lr", "seconds")},
+                            step=(epoch + 1) * steps_per_epoch)
         if out is not None and accelerator.is_main_process:
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -431,6 +448,8 @@ def fit(
             )
         if on_epoch_end is not None:
             on_epoch_end(record)
+    if cfg.log_with:
+        accelerator.end_training()  # flush and close the trackers
     if remove_checkpoint and ckpt_path is not None and ckpt_path.exists() \
             and not cfg.keep_checkpoint:
         ckpt_path.unlink()  # the run is complete; results.json and metrics.jsonl remain
