@@ -246,6 +246,7 @@ def test_paper_profile_run_records_the_protocol_in_results(tmp_path):
     assert model["n_tokens"] == 50 and model["dropout"] == 0.0
     assert model["embedder_init"] == "random"
     assert model["n_tokens_built"] == 50  # patch 20 on 1000 samples
+    assert set(model["applied"]) >= {"n_tokens", "dropout", "embedder_init"}
     assert cfg["protocol"]["train"]["lr"]["source"] == "PaRe Table 12 Learning Rate"
 
 
@@ -326,3 +327,16 @@ def test_data_root_reaches_the_paper_proxies(tmp_path, monkeypatch):
     with pytest.raises(DataMissingError, match=str(root)):
         m.pretrain(model, get_task("smoke_gunpoint"), {"train": (x, np.array([0, 1, 0, 1]))},
                    RunContext(profile="paper", data_root=root, device="cpu"))
+
+
+@pytest.mark.parametrize("key", [k for k in sorted(FACTS) if "n_tokens" in FACTS[k]])
+def test_a_model_built_from_the_table_has_orcas_token_count(key):
+    from crossmodal.models import build_model
+    from crossmodal.runner import model_options
+
+    task = get_task(key)
+    opts = model_options(resolve(key, "orca", "paper").model_kwargs())
+    model = build_model(task, "minilm-random", **opts)
+    with torch.no_grad():
+        tokens = model.embedder(torch.zeros(2, *task.input_shape))
+    assert tokens.shape[1] == _v(FACTS[key]["n_tokens"])
