@@ -79,6 +79,7 @@ def config_differences(saved: dict[str, Any], wanted: dict[str, Any]) -> list[st
     compared; a key missing from ``wanted`` counts as a difference.
     """
     wanted = _jsonable(wanted)
+    saved = _jsonable(saved)  # tuples (e.g. train.betas) compare equal to their JSON lists
     out = []
     for key in sorted(saved):
         new = wanted.get(key, "<absent>")
