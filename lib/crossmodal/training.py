@@ -39,6 +39,12 @@ class TrainConfig:
 
     The learning rate warms up linearly for ``warmup_frac`` of the optimiser steps, then
     follows ``schedule`` down to zero (ORCA uses warm-up followed by a decay).
+
+    ``lr`` is the learning rate of every trained parameter, unless ``body_lr`` is set: then
+    the pretrained body's parameters (``model.body``) train at ``body_lr`` and the parts a
+    method adds fresh (embedder, head, ``extras``) at ``lr``. A randomly initialised embedder
+    and head need a larger step than the pretrained body tolerates (the smoke recipe in
+    :mod:`crossmodal.profiles`); the schedule scales both groups alike.
     """
 
     epochs: int = 3
@@ -46,6 +52,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     optimizer: str = "adamw"
     lr: float = 1e-4
+    body_lr: float | None = None
     weight_decay: float = 0.0
     momentum: float = 0.9
     schedule: str = "cosine"
@@ -69,6 +76,8 @@ class TrainConfig:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InvalidInputError(f"lr must be a positive number, got {self.lr}")
+        if self.body_lr is not None and not (self.body_lr >= 0 and math.isfinite(self.body_lr)):
+            raise InvalidInputError(f"body_lr must be a number >= 0 or None, got {self.body_lr}")
 
 
 def seed_everything(seed: int, num_threads: int | None = None) -> None:
@@ -101,10 +110,32 @@ def to_dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
     return TensorDataset(torch.as_tensor(x), torch.as_tensor(y))
 
 
-def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+def param_groups(params: Iterable[nn.Parameter], cfg: TrainConfig,
+                 body: nn.Module | None = None) -> list[dict]:
+    """Optimiser parameter groups: the new parts at ``cfg.lr``, ``body`` at ``cfg.body_lr``.
+
+    With ``cfg.body_lr`` None (or no ``body``) there is one group at ``cfg.lr``. Frozen
+    parameters are left out; empty groups are dropped.
+    """
     params = [p for p in params if p.requires_grad]
     if not params:
         raise InvalidInputError("nothing to train: every parameter is frozen")
+    if cfg.body_lr is None or body is None:
+        return [{"params": params, "lr": cfg.lr, "name": "all"}]
+    in_body = {id(p) for p in body.parameters()}
+    new = [p for p in params if id(p) not in in_body]
+    old = [p for p in params if id(p) in in_body]
+    groups = [{"params": new, "lr": cfg.lr, "name": "new"},
+              {"params": old, "lr": cfg.body_lr, "name": "body"}]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(params: Iterable[nn.Parameter] | list[dict], cfg: TrainConfig,
+                   body: nn.Module | None = None) -> torch.optim.Optimizer:
+    """The optimiser of ``cfg.optimizer`` over ``params`` (grouped by :func:`param_groups`)."""
+    params = list(params)
+    if not (params and isinstance(params[0], dict)):
+        params = param_groups(params, cfg, body)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)
@@ -235,7 +266,8 @@ def fit(
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler)
     test_loader = DataLoader(test_ds, batch_size=cfg.eval_batch_size, shuffle=False)
 
-    optimizer = make_optimizer(params if params is not None else model.parameters(), cfg)
+    optimizer = make_optimizer(params if params is not None else model.parameters(), cfg,
+                               body=getattr(model, "body", None))
     steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch * cfg.epochs)
     model, optimizer, train_loader, test_loader = accelerator.prepare(
