@@ -19,9 +19,8 @@ as the runs they sit beside.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
+import pandas as pd
 
 from crossmodal.errors import InvalidInputError
 from crossmodal.metrics import get_metric
@@ -106,15 +105,13 @@ def reference_scores(task, splits: dict, seed: int = 0) -> dict[str, float]:
             for name, p in preds.items()}
 
 
-def reference_runs(nb, tasks: list[str] | None = None) -> "Any":
+def reference_runs(nb, tasks: list[str] | None = None) -> pd.DataFrame:
     """One row per task x reference model x seed on the notebook's own (seeded) subsets.
 
     The columns match :func:`crossmodal.notebook.run_grid` (``variant`` is
     ``"reference: <model>"``, ``method`` is ``"reference"``), so the rows go through the same
     mean ± std tables. Tasks without a reference (multi-label, ...) are skipped.
     """
-    import pandas as pd
-
     from crossmodal.notebook import load_splits
     from crossmodal.tasks import get_task
 
