@@ -101,7 +101,7 @@ def cmd_reproduce(args) -> int:
     from crossmodal.reproduce import reproduce
 
     return reproduce(profile=args.profile, only=args.only, reports=args.reports,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, workers=args.workers)
 
 
 def cmd_data(argv: list[str]) -> int:
@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="smoke", choices=["smoke", "lab", "paper"])
     p.add_argument("--only", nargs="*", help="only these notebooks (names in notebooks/)")
     p.add_argument("--reports", default="reports", help="reports folder (default: reports)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="notebooks run at once, one process and one thread each (default 2)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_reproduce)
 

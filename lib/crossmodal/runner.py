@@ -23,7 +23,13 @@ from crossmodal.errors import InvalidInputError
 from crossmodal.methods import RunContext, get_method
 from crossmodal.metrics import get_metric
 from crossmodal.models import build_model
-from crossmodal.profiles import default_body, get_profile, train_defaults
+from crossmodal.profiles import (
+    default_body,
+    get_profile,
+    method_defaults,
+    subset_sizes,
+    train_defaults,
+)
 from crossmodal.reporting import package_versions, write_json_atomic
 from crossmodal.tasks import Splits, TaskSpec, get_task
 from crossmodal.training import TrainConfig, fit, seed_everything
@@ -44,9 +50,9 @@ def subsample(splits: Splits, max_train: int | None, max_test: int | None, seed:
 def load_task_data(task: TaskSpec, profile: str, data_root: str | Path | None = None,
                    seed: int = 0) -> Splits:
     """A task's splits, shrunk as the profile says."""
-    prof = get_profile(profile)
+    max_train, max_test = subset_sizes(task, profile)
     splits = task.load(resolve_data_root(data_root))
-    return subsample(splits, prof.max_train, prof.max_test, seed)
+    return subsample(splits, max_train, max_test, seed)
 
 
 def make_train_config(task: TaskSpec, profile: str, *, epochs: int | None = None, seed: int = 0,
@@ -61,6 +67,24 @@ def make_train_config(task: TaskSpec, profile: str, *, epochs: int | None = None
     if bad:
         raise InvalidInputError(f"unknown training option(s) {bad}; valid: {sorted(valid)}")
     return TrainConfig(seed=seed, **kwargs)
+
+
+def resolve_run(task: str | TaskSpec, method: str, profile: str, *, epochs: int | None = None,
+                seed: int = 0, method_options: dict[str, Any] | None = None,
+                train_options: dict[str, Any] | None = None, progress: bool = True):
+    """The task spec, the configured method and the TrainConfig of a run.
+
+    The one place where a run's settings are resolved: the profile's training defaults per
+    task (the smoke recipe in ``smoke``), the profile's method stage options
+    (:func:`crossmodal.profiles.method_defaults`), then the caller's overrides. Both
+    ``crossmodal run`` and the notebooks go through it, so they run the same settings.
+    """
+    spec = get_task(task) if isinstance(task, str) else task
+    prof = get_profile(profile)
+    m = get_method(method, **{**method_defaults(method, prof), **(method_options or {})})
+    cfg = make_train_config(spec, profile, epochs=epochs, seed=seed, progress=progress,
+                            **(train_options or {}))
+    return spec, m, cfg
 
 
 def run(
@@ -99,11 +123,10 @@ def run(
         JSON-able dicts go into the result's ``probes``, with ``epoch`` (0: before fine-tuning).
     """
     t_start = time.perf_counter()
-    spec = get_task(task) if isinstance(task, str) else task
+    spec, m, cfg = resolve_run(task, method, profile, epochs=epochs, seed=seed,
+                               method_options=method_options, train_options=train_options,
+                               progress=progress)
     prof = get_profile(profile)
-    m = get_method(method, **(method_options or {}))
-    cfg = make_train_config(spec, profile, epochs=epochs, seed=seed, progress=progress,
-                            **(train_options or {}))
     seed_everything(seed, cfg.num_threads)
     if splits is None:
         splits = load_task_data(spec, profile, data_root, seed)
