@@ -5,7 +5,8 @@
     python data_scripts/generate_pde.py --task all --n-samples 512 --resolution 128
 
 Writes ``<out>/pdebench/gen_<PDEBench file name>`` with the real file's HDF5 keys and layout,
-which ``crossmodal run --task Advection1D ...`` then loads. Tasks: advection1d, burgers1d,
+which ``crossmodal run --task Advection1D ...`` then loads, and records its sha256 (with the
+command that regenerates it) in ``<out>/.checksums.json``: every later load checks it. Tasks: advection1d, burgers1d,
 diffreact1d, diffsorp1d, darcy2d, diffreact2d (or all). Same as ``crossmodal data generate``.
 """
 

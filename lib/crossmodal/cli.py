@@ -85,7 +85,8 @@ def cmd_run(args) -> int:
         args.task, args.method, args.profile, epochs=args.epochs, seed=args.seed, out=out,
         resume=args.resume, body=args.body, data_root=args.data_root,
         method_options=_parse_options(args.option), train_options=_parse_options(args.train),
-        progress=not args.no_progress,
+        progress=not args.no_progress, limit_batches=args.limit_batches,
+        batch_size=args.batch_size,
     )
     metric = result["metric"]
     print(json.dumps({
@@ -93,6 +94,7 @@ def cmd_run(args) -> int:
         "metric": metric["display"], "final": round(result["final_metric"], 4),
         "best": round(result["best_metric"], 4), "wall_seconds": round(result["wall_seconds"], 1),
         "results": str(Path(out) / "results.json"),
+        **({"dry_run": True} if result.get("dry_run") else {}),
     }, indent=2))
     return 0
 
@@ -143,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", "-t", action="append", metavar="NAME=VALUE",
                    help="a training option, e.g. -t lr=1e-4 -t batch_size=8 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--limit-batches", type=int, metavar="N",
+                   help="dry run: every epoch and every stage-1 loop stops after N "
+                   "micro-batches; evaluation on N batches (results.json: dry_run)")
+    p.add_argument("--batch-size", type=int, metavar="B",
+                   help="micro-batch size of every stage instead of the profile's "
+                   "(accumulation and the rest stay; results.json: dry_run)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("reproduce", help="run the smoke/lab/paper reproduction into reports/")

@@ -560,7 +560,17 @@ def run_row(result: dict[str, Any], variant: str | None = None) -> dict[str, Any
         "probes": result.get("probes", []),
         "body": result["body"], "n_train": result["n_train"], "n_test": result["n_test"],
         "wall_seconds": result["wall_seconds"],
+        "dry_run": bool(result.get("dry_run", False)),
     }
+
+
+def is_dry_run(runs: pd.DataFrame) -> bool:
+    """Whether any run is a dry run (``--limit-batches``/``--batch-size``, fixture data)."""
+    return "dry_run" in runs and bool(runs["dry_run"].fillna(False).astype(bool).any())
+
+
+#: The status of every row of a table built from a dry run.
+DRY_RUN_STATUS = "dry run: not compared"
 
 
 def _config_key(method: str, options: dict[str, Any]) -> tuple[str, str]:
@@ -862,6 +872,10 @@ def compare_with_paper(
                            .groupby("task")["_v"].rank(method="min"))
     table["status"] = [status_of(profile, p) for p in table["paper"]]
     table["ours ± std"] = mean_pm_std(table["ours"], table["ours_std"])
+    if is_dry_run(runs):  # a dry run's numbers are no results: never beside a paper's
+        table[["paper", "gap", "rel_gap_pct", "rank_paper"]] = np.nan
+        table["paper_table"] = ""
+        table["status"] = DRY_RUN_STATUS
     return table
 
 
@@ -1175,10 +1189,20 @@ class Report:
         for col, default in (("paper", np.nan), ("status", "")):
             if col not in table:
                 table[col] = default
+        dry = is_dry_run(self.runs)
+        if dry:  # numbers of a dry run are never compared with a paper
+            for col in ("paper", "gap", "rel_gap_pct", "rank_paper"):
+                if col in table:
+                    table[col] = np.nan
+            table["status"] = DRY_RUN_STATUS
+            summary = ("**DRY RUN** (--limit-batches / --batch-size or fixture data): these "
+                       "numbers only show that the pipeline runs; they are not results and "
+                       "are not compared with any paper.\n\n" + summary)
         _atomic_write(out / "results.csv", lambda f: f.write(table.to_csv(index=False).encode()))
         runs = self.runs.drop(columns=["method_report", "probes"], errors="ignore")
         _atomic_write(out / "runs.csv", lambda f: f.write(runs.to_csv(index=False).encode()))
-        md = [f"# {s.notebook} ({s.profile} profile)", "", summary.strip(), "",
+        md = [f"# {s.notebook} ({s.profile} profile{', DRY RUN' if dry else ''})", "",
+              summary.strip(), "",
               markdown_table(table, columns), "", "## Direction checks", "",
               *([f"- {c.line()}" for c in self.checks] or ["- (none)"]), "",
               *[f"![{f}]({f})" for f in self.figures], "",
@@ -1188,6 +1212,7 @@ class Report:
             "schema": RESULTS_SCHEMA,
             "notebook": s.notebook,
             "profile": s.profile,
+            "dry_run": dry,
             "parameters": self.parameters,
             "settings": {k: (str(v) if isinstance(v, Path) else v)
                          for k, v in dataclasses.asdict(s).items()

@@ -87,6 +87,28 @@ def resolve_run(task: str | TaskSpec, method: str, profile: str, *, epochs: int 
     return spec, m, cfg
 
 
+def dry_run_options(limit_batches: int | None, batch_size: int | None) -> dict[str, Any]:
+    """TrainConfig overrides of the dry-run switches (``--limit-batches``, ``--batch-size``)."""
+    out: dict[str, Any] = {}
+    for name, value in (("limit_batches", limit_batches), ("batch_size", batch_size)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    if limit_batches is not None:
+        out["limit_batches"] = limit_batches
+    if batch_size is not None:
+        out["batch_size"] = out["eval_batch_size"] = batch_size
+    return out
+
+
+def data_source_kind(root: Path | None, *, given: bool) -> str:
+    """``"in-memory"`` (splits passed in), ``"fixture"`` (a fixture root) or ``"files"``."""
+    from crossmodal.data.fixtures import is_fixture_root
+
+    if given:
+        return "in-memory"
+    return "fixture" if is_fixture_root(root) else "files"
+
+
 def run(
     task: str | TaskSpec,
     method: str = "nft",
@@ -103,6 +125,8 @@ def run(
     progress: bool = True,
     splits: Splits | None = None,
     probe: Callable[..., dict | None] | None = None,
+    limit_batches: int | None = None,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one method on one task; return (and write) the result dict.
 
@@ -121,19 +145,32 @@ def run(
         (``record=None``) and after every fine-tuning epoch (the epoch record): measurements
         of the trained model itself (RECRAFT's bound, MoNA's discrepancy per epoch). Its
         JSON-able dicts go into the result's ``probes``, with ``epoch`` (0: before fine-tuning).
+    limit_batches : dry runs: every fine-tuning epoch and every stage-1 loop stops after this
+        many micro-batches, evaluation reads this many batches.
+    batch_size : dry runs / debugging: the micro-batch size of fine-tuning, evaluation and
+        every stage-1 loop, replacing the profile's; accumulation and the rest stay.
+
+    A run with either switch, or on a fixture data root (``crossmodal data fixtures``), is a
+    *dry run*: ``results.json`` says so (``dry_run``, ``limit_batches``, ``batch_size``,
+    ``data``) and reports never compare it with a paper.
     """
     t_start = time.perf_counter()
+    dry = dry_run_options(limit_batches, batch_size)
     spec, m, cfg = resolve_run(task, method, profile, epochs=epochs, seed=seed,
-                               method_options=method_options, train_options=train_options,
+                               method_options=method_options,
+                               train_options={**(train_options or {}), **dry},
                                progress=progress)
     prof = get_profile(profile)
     seed_everything(seed, cfg.num_threads)
+    splits_given = splits is not None
     if splits is None:
         splits = load_task_data(spec, profile, data_root, seed)
     spec = spec_for_splits(spec, splits)  # generated PDE files are smaller than the paper's
     out_dir = Path(out) if out is not None else None
     ctx = RunContext(profile=prof.name, seed=seed, out_dir=out_dir, progress=progress,
-                     data_root=Path(resolve_data_root(data_root)))
+                     data_root=Path(resolve_data_root(data_root)),
+                     limit_batches=limit_batches, batch_size=batch_size)
+    data_kind = data_source_kind(ctx.data_root, given=splits_given)
 
     body_name = m.body_name(body or default_body(spec, prof))
     model = build_model(spec, body_name, seed=seed)
@@ -188,6 +225,10 @@ def run(
         **({"probes": probes} if probe is not None else {}),
         "wall_seconds": time.perf_counter() - t_start,
         "device": "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu",
+        "data": data_kind,
+        "dry_run": bool(dry) or data_kind == "fixture",
+        "limit_batches": limit_batches,
+        "batch_size": batch_size,
         "versions": package_versions(),
         "status": "complete",
     }

@@ -65,6 +65,9 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     keep_checkpoint: bool = False
+    #: dry runs (``--limit-batches``): every epoch stops after this many micro-batches and
+    #: evaluation reads this many batches; ``None``: all.
+    limit_batches: int | None = None
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -78,6 +81,45 @@ class TrainConfig:
             raise InvalidInputError(f"lr must be a positive number, got {self.lr}")
         if self.body_lr is not None and not (self.body_lr >= 0 and math.isfinite(self.body_lr)):
             raise InvalidInputError(f"body_lr must be a number >= 0 or None, got {self.body_lr}")
+        if self.limit_batches is not None and self.limit_batches < 1:
+            raise InvalidInputError(f"limit_batches must be >= 1 (or None for all), got "
+                                    f"{self.limit_batches}")
+
+
+class BatchBudget:
+    """The ``--limit-batches`` budget of one stage: at most ``limit`` micro-batches in total.
+
+    Stage-1 loops (ORCA's alignment, MoNA's meta-steps, RECRAFT's FA/FLD, the gap-adaptive
+    embedder stages) wrap their outer loop in :meth:`loop` and their micro-batches in
+    :meth:`each`; with ``limit=None`` both are the identity, so normal runs are unchanged::
+
+        budget = ctx.budget()
+        for epoch in budget.loop(range(epochs)):
+            for batch in budget.each(batches):
+                ...
+    """
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit, self.used = limit, 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.limit is not None and self.used >= self.limit
+
+    def loop(self, iterable: Iterable) -> Iterator:
+        """The items of ``iterable`` until the budget is spent (outer loops: epochs)."""
+        for item in iterable:
+            if self.exhausted:
+                return
+            yield item
+
+    def each(self, iterable: Iterable) -> Iterator:
+        """The items of ``iterable``, each counted as one micro-batch, until the budget is spent."""
+        for item in iterable:
+            if self.exhausted:
+                return
+            self.used += 1
+            yield item
 
 
 def seed_everything(seed: int, num_threads: int | None = None) -> None:
@@ -188,11 +230,15 @@ def task_loss_fn(task) -> LossFn:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader, accelerator=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model outputs and targets over a loader, gathered on the CPU as float tensors."""
+def predict(model: nn.Module, loader, accelerator=None,
+            limit_batches: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model outputs and targets over a loader (its first ``limit_batches`` batches when
+    given), gathered on the CPU as float tensors."""
     model.eval()
     outs, ys = [], []
-    for x, y in loader:
+    for i, (x, y) in enumerate(loader):
+        if limit_batches is not None and i >= limit_batches:
+            break
         out = model(x)
         if accelerator is not None:
             out, y = accelerator.gather_for_metrics((out, y))
@@ -201,11 +247,12 @@ def predict(model: nn.Module, loader, accelerator=None) -> tuple[torch.Tensor, t
     return torch.cat(outs), torch.cat(ys)
 
 
-def evaluate(model: nn.Module, task, loader, accelerator=None) -> float:
-    """The task metric (in the paper's units) on a loader."""
+def evaluate(model: nn.Module, task, loader, accelerator=None,
+             limit_batches: int | None = None) -> float:
+    """The task metric (in the paper's units) on a loader (or its first ``limit_batches``)."""
     from crossmodal.metrics import get_metric
 
-    pred, target = predict(model, loader, accelerator)
+    pred, target = predict(model, loader, accelerator, limit_batches)
     return float(get_metric(task.metric).fn(pred, target))
 
 
@@ -268,7 +315,10 @@ def fit(
 
     optimizer = make_optimizer(params if params is not None else model.parameters(), cfg,
                                body=getattr(model, "body", None))
-    steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
+    # micro-batches per epoch (fewer in a dry run, --limit-batches)
+    n_batches = len(train_loader) if cfg.limit_batches is None else min(len(train_loader),
+                                                                         cfg.limit_batches)
+    steps_per_epoch = math.ceil(n_batches / cfg.grad_accum)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch * cfg.epochs)
     model, optimizer, train_loader, test_loader = accelerator.prepare(
         model, optimizer, train_loader, test_loader
@@ -313,6 +363,8 @@ def fit(
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not cfg.progress)
         for step, (x, y) in enumerate(bar):
+            if step >= n_batches:
+                break
             state.step = step
             loss = loss_fn(model, (x, y), state)
             if not torch.isfinite(loss):
@@ -323,7 +375,7 @@ def fit(
                     + (f" in {ckpt_path}" if ckpt_path else "")
                 )
             accelerator.backward(loss / cfg.grad_accum)
-            last = step + 1 == len(train_loader)
+            last = step + 1 == n_batches
             if (step + 1) % cfg.grad_accum == 0 or last:
                 if cfg.clip_grad:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
@@ -333,7 +385,7 @@ def fit(
             total += loss.item() * len(x)
             count += len(x)
             bar.set_postfix(loss=f"{total / count:.4f}")
-        metric = evaluate(model, task, test_loader, accelerator)
+        metric = evaluate(model, task, test_loader, accelerator, cfg.limit_batches)
         record = {
             "epoch": epoch + 1,
             "train_loss": total / max(count, 1),

@@ -40,42 +40,46 @@ def _cifar_batch(n: int, label_key: bytes, k: int) -> bytes:
                          label_key: list(RNG.integers(0, k, n))})
 
 
-def test_cifar100(tmp_path):
+def test_cifar100(tmp_path, publish_fixtures):
     _tar_gz(_path(tmp_path, "CIFAR100"), {
         "cifar-100-python/train": _cifar_batch(12, b"fine_labels", 100),
         "cifar-100-python/test": _cifar_batch(5, b"fine_labels", 100)})
+    publish_fixtures(tmp_path)
     s = get_task("CIFAR100").load(tmp_path)
     assert s["train"][0].shape == (12, 3, 32, 32) and s["test"][1].shape == (5,)
     # ORCA's per-channel standardisation of [0, 1] pixels
     assert s["train"][0][:, 0].min() >= (0 - 0.5071) / 0.2675 - 1e-5
 
 
-def test_spherical(tmp_path):
+def test_spherical(tmp_path, publish_fixtures):
     data = {split: {"images": RNG.integers(0, 256, (n, 3, 60, 60), dtype=np.uint8),
                     "labels": RNG.integers(0, 100, n)} for split, n in (("train", 6), ("test", 4))}
     with gzip.open(_path(tmp_path, "Spherical"), "wb") as fh:
         pickle.dump(data, fh)
+    publish_fixtures(tmp_path)
     s = get_task("Spherical").load(tmp_path)
     np.testing.assert_allclose(s["test"][0], data["test"]["images"] / 255.0, atol=1e-6)
 
 
-def test_ninapro_merges_validation_into_training(tmp_path):
+def test_ninapro_merges_validation_into_training(tmp_path, publish_fixtures):
     sizes = {"train": 7, "val": 3, "test": 4}
     for i, n in enumerate(sizes.values()):
         np.save(_path(tmp_path, "NinaPro", 2 * i), RNG.normal(size=(n, 52, 16)))
         np.save(_path(tmp_path, "NinaPro", 2 * i + 1), RNG.integers(0, 18, n))
+    publish_fixtures(tmp_path)
     s = get_task("NinaPro").load(tmp_path)
     assert s["train"][0].shape == (10, 1, 16, 52) and s["test"][0].shape == (4, 1, 16, 52)
     raw = np.load(_path(tmp_path, "NinaPro", 4))
     np.testing.assert_allclose(s["test"][0][:, 0], raw.transpose(0, 2, 1), rtol=1e-6)
 
 
-def test_darcyflow_subsamples_421_to_85(tmp_path):
+def test_darcyflow_subsamples_421_to_85(tmp_path, publish_fixtures):
     import scipy.io
 
     for i, n in ((0, 3), (1, 2)):
         coeff = RNG.choice([3.0, 12.0], size=(n, 421, 421))
         scipy.io.savemat(_path(tmp_path, "DarcyFlow", i), {"coeff": coeff, "sol": coeff * 0.01})
+    publish_fixtures(tmp_path)
     s = nb360.load_nb360("DarcyFlow", tmp_path, use_cache=False)
     assert s["train"][0].shape == (3, 1, 85, 85) and s["test"][1].shape == (2, 1, 85, 85)
     get_task("DarcyFlow").load(tmp_path)
@@ -90,42 +94,46 @@ def test_ecg_windows_use_class_dependent_strides():
     assert x.shape[1:] == (1, 1000) and x[1, 0, 0] == 500
 
 
-def test_ecg(tmp_path):
+def test_ecg(tmp_path, publish_fixtures):
     labels = ["N", "A", "O", "~"] * 5
     data = {"data": [RNG.normal(size=RNG.integers(1600, 3000)) for _ in labels], "label": labels}
     with open(_path(tmp_path, "ECG"), "wb") as fh:
         pickle.dump(data, fh)
+    publish_fixtures(tmp_path)
     s = get_task("ECG").load(tmp_path)
     assert s["train"][0].shape[1:] == (1, 1000) and set(np.unique(s["train"][1])) <= {0, 1, 2, 3}
     assert len(s["test"][1]) > 0
 
 
-def test_satellite_labels_start_at_zero(tmp_path):
+def test_satellite_labels_start_at_zero(tmp_path, publish_fixtures):
     for i, n in ((0, 9), (1, 4)):
         np.save(_path(tmp_path, "Satellite", i),
                 {"data": RNG.normal(size=(n, 46)), "label": RNG.integers(1, 25, n)},
                 allow_pickle=True)
+    publish_fixtures(tmp_path)
     s = get_task("Satellite").load(tmp_path)
     assert s["train"][0].shape == (9, 1, 46) and s["train"][1].min() >= 0
 
 
-def test_deepsea(tmp_path):
+def test_deepsea(tmp_path, publish_fixtures):
     def onehot(n):
         return np.eye(4, dtype=np.uint8)[RNG.integers(0, 4, (n, 1000))]
 
     np.savez(_path(tmp_path, "DeepSEA"), x_train=onehot(5), y_train=RNG.integers(0, 2, (5, 36)),
              x_val=onehot(2), y_val=RNG.integers(0, 2, (2, 36)), x_test=onehot(3),
              y_test=RNG.integers(0, 2, (3, 36)))
+    publish_fixtures(tmp_path)
     s = get_task("DeepSEA").load(tmp_path)
     assert s["train"][0].shape == (7, 4, 1000) and s["test"][1].shape == (3, 36)
     np.testing.assert_array_equal(s["train"][0].sum(1), 1.0)  # one-hot over the channel axis
 
 
-def test_nb360_cache_is_written_with_checksums_and_reused(tmp_path):
+def test_nb360_cache_is_written_with_checksums_and_reused(tmp_path, publish_fixtures):
     for i, n in ((0, 9), (1, 4)):
         np.save(_path(tmp_path, "Satellite", i),
                 {"data": RNG.normal(size=(n, 46)), "label": RNG.integers(1, 25, n)},
                 allow_pickle=True)
+    publish_fixtures(tmp_path)
     first = nb360.load_nb360("Satellite", tmp_path)
     (cdir,) = cache.cache_dirs(tmp_path, "nb360", "Satellite")
     assert cache.verify_cache(cdir) == []
@@ -202,13 +210,14 @@ def test_packaged_manifest_is_the_data_scripts_manifest():
 # --------------------------------------------------------------------------- proxies
 
 
-def test_cifar10_proxy(tmp_path, monkeypatch):
+def test_cifar10_proxy(tmp_path, monkeypatch, publish_fixtures):
     members = {f"cifar-10-batches-py/data_batch_{i}": _cifar_batch(4, b"labels", 10)
                for i in range(1, 6)}
     archive = tmp_path / "proxies" / "cifar10" / "cifar-10-python.tar.gz"
     archive.parent.mkdir(parents=True)
     _tar_gz(archive, members)
     monkeypatch.setenv("CROSSMODAL_DATA", str(tmp_path))
+    publish_fixtures(tmp_path)
     p = load_proxy_arrays("cifar10", max_samples=7, seed=1)
     assert p.images.shape == (7, 3, 32, 32) and p.images.dtype == np.float32
     assert 0.0 <= p.images.min() and p.images.max() <= 1.0 and p.num_classes == 10
@@ -247,13 +256,14 @@ def test_conll_sentence_labels():
     assert names == ["ORG", "PER", "none", "PER"]
 
 
-def test_conll_proxy_reads_the_zip(tmp_path, monkeypatch):
+def test_conll_proxy_reads_the_zip(tmp_path, monkeypatch, publish_fixtures):
     archive = tmp_path / "proxies" / "conll2003" / "conll2003.zip"
     archive.parent.mkdir(parents=True)
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("train.txt", CONLL)
         zf.writestr("test.txt", "x X X O\n")
     monkeypatch.setenv("CROSSMODAL_DATA", str(tmp_path))
+    publish_fixtures(tmp_path)
     p = load_proxy_arrays("conll2003", max_samples=3)
     assert p.modality == "text" and len(p) == 3 and p.num_classes == 5
     assert set(p.texts) <= set(conll_sentences(CONLL)[0])

@@ -233,7 +233,7 @@ def test_generate_script_runs_from_the_checkout(tmp_path):
     assert get_task("DarcyFlow2D").load(tmp_path)["train"][0].shape == (9, 1, 8, 8)
 
 
-def test_real_layouts_without_generators_load(tmp_path):
+def test_real_layouts_without_generators_load(tmp_path, publish_fixtures):
     """Navier-Stokes (three single arrays) and shallow water (groups), as PDEBench writes them."""
     rng = np.random.default_rng(0)
     folder = tmp_path / "pdebench"
@@ -242,6 +242,7 @@ def test_real_layouts_without_generators_load(tmp_path):
         for name in ("density", "Vx", "pressure"):
             f[name] = rng.normal(size=(20, 6, 32)).astype(np.float32)
         f["t-coordinate"] = np.arange(7, dtype=np.float32)
+    publish_fixtures(tmp_path)
     ns = get_task("NavierStokes1D").load(tmp_path)
     assert ns["train"][0].shape == (18, 3, 32)
     with h5py.File(folder / pdebench.SPECS["NavierStokes1D"].filename) as f:
@@ -250,6 +251,7 @@ def test_real_layouts_without_generators_load(tmp_path):
         for i in range(10):
             f[f"{i:04d}/data"] = rng.normal(size=(4, 8, 8, 1)).astype(np.float32)
             f[f"{i:04d}/grid/t"] = np.arange(4, dtype=np.float32)
+    publish_fixtures(tmp_path)
     sw = get_task("ShallowWater2D").load(tmp_path)
     assert sw["train"][0].shape == (9, 1, 8, 8) and sw["test"][0].shape == (1, 1, 8, 8)
     with h5py.File(folder / pdebench.SPECS["ShallowWater2D"].filename) as f:

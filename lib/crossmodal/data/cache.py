@@ -5,6 +5,12 @@ a ``checksums.json`` with the sha256, shape and dtype of each, plus ``meta``: a 
 the inputs it was built from (source file, its size and modification time, resolution, the
 preprocessing version). A cache whose ``meta`` differs from what the loader expects is stale
 and rebuilt; ``crossmodal data verify`` re-hashes every cache file.
+
+Loading checks every file's size, and re-hashes a file whose modification time differs from
+the one recorded when the cache was built (or last verified): a cache overwritten in place,
+even with the same size, is detected, reported with a warning and rebuilt from its source.
+The loaders build caches only from sources that :func:`crossmodal.data.checksums.check_file`
+has just verified, and ``meta`` holds the source's sha256.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +66,7 @@ def save_arrays(directory: Path, arrays: dict[str, np.ndarray], meta: dict) -> P
         path = tmp / f"{name}.npy"
         np.save(path, np.ascontiguousarray(arr), allow_pickle=False)
         files[path.name] = {"sha256": _sha256(path), "size": path.stat().st_size,
+                            "mtime_ns": path.stat().st_mtime_ns,
                             "shape": list(arr.shape), "dtype": str(arr.dtype)}
     (tmp / CHECKSUMS).write_text(json.dumps({"meta": meta, "files": files}, indent=1), "utf-8")
     if directory.exists():
@@ -72,9 +80,11 @@ def save_arrays(directory: Path, arrays: dict[str, np.ndarray], meta: dict) -> P
 
 
 def load_arrays(directory: Path, meta: dict, *, mmap: bool = False) -> dict[str, np.ndarray] | None:
-    """The cached arrays, or ``None`` if the cache is absent, stale or incomplete.
+    """The cached arrays, or ``None`` if the cache is absent, stale, incomplete or damaged.
 
-    Only sizes are checked here (fast); ``verify_cache`` re-hashes the files.
+    Sizes are always checked; a file whose modification time changed since its sha256 was
+    recorded is re-hashed, and a mismatch (a corrupt cache) warns and returns ``None``, so
+    the caller rebuilds it from the verified source.
     """
     directory = Path(directory)
     index = directory / CHECKSUMS
@@ -86,13 +96,34 @@ def load_arrays(directory: Path, meta: dict, *, mmap: bool = False) -> dict[str,
         return None
     if info.get("meta") != json.loads(json.dumps(meta)):
         return None
-    out = {}
+    rehashed = False
     for fname, rec in info["files"].items():
         path = directory / fname
-        if not path.exists() or path.stat().st_size != rec["size"]:
+        if not path.exists():
             return None
-        out[fname[:-4]] = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    return out
+        st = path.stat()
+        if st.st_size != rec["size"]:
+            warnings.warn(f"cache file {path} has {st.st_size:,} bytes, {rec['size']:,} were "
+                          "recorded; rebuilding the cache from its source", stacklevel=2)
+            return None
+        if rec.get("mtime_ns") != st.st_mtime_ns:
+            if _sha256(path) != rec["sha256"]:
+                warnings.warn(f"cache file {path} differs from the sha256 recorded when it "
+                              "was built (it was modified or damaged); rebuilding the cache "
+                              "from its source", stacklevel=2)
+                return None
+            rec["mtime_ns"] = st.st_mtime_ns
+            rehashed = True
+    if rehashed:  # remember the verified stamps, so the next load need not hash again
+        tmp = index.with_name(f"{index.name}.tmp-{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(info, indent=1), "utf-8")
+            os.replace(tmp, index)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+    return {fname[:-4]: np.load(directory / fname, mmap_mode="r" if mmap else None,
+                                allow_pickle=False)
+            for fname in info["files"]}
 
 
 def verify_cache(directory: Path) -> list[str]:
@@ -138,6 +169,7 @@ def build_arrays(directory: Path, specs: dict[str, tuple[tuple[int, ...], str]],
         for name, (shape, dtype) in specs.items():
             path = tmp / f"{name}.npy"
             files[path.name] = {"sha256": _sha256(path), "size": path.stat().st_size,
+                                "mtime_ns": path.stat().st_mtime_ns,
                                 "shape": list(shape), "dtype": str(np.dtype(dtype))}
         (tmp / CHECKSUMS).write_text(json.dumps({"meta": meta, "files": files}, indent=1),
                                      "utf-8")

@@ -3,8 +3,10 @@
     crossmodal data list [--group pdebench]                # what the manifest offers, what is here
     crossmodal data download Advection1D CIFAR10 --dry-run # what would be fetched, total size
     crossmodal data download nb360 --dest /big/disk        # a whole group (nb360/pdebench/proxies)
-    crossmodal data verify                                 # re-check every file that is present
+    crossmodal data verify                                 # re-check every file present,
+                                                           # generated files included
     crossmodal data generate --task advection1d --out data/  # small PDEBench-format files offline
+    crossmodal data fixtures --dest /tmp/fx                 # tiny publisher-format fixtures
 
 ``data_scripts/download.py`` and ``data_scripts/generate_pde.py`` are thin wrappers around
 ``download`` and ``generate``. The data root is ``--dest`` (alias ``--data-root``), else
@@ -50,13 +52,21 @@ def build_parser(prog: str = "crossmodal data") -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be fetched and the total size; fetch nothing")
     p.add_argument("--retries", type=int, default=3, help="retries per URL for transient errors")
-    p.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="socket timeout in seconds, per connect and per read (default 30)")
+    p.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
+                   help="overall time limit per file, every URL and retry included (default "
+                   "6 h; 0: none); the partial file is kept to resume")
+    p.add_argument("--min-rate", type=float, default=None, metavar="BYTES_PER_S",
+                   help="abandon (and retry) a transfer slower than this over a 120 s window "
+                   "(default 16384; 0: off)")
     p.add_argument("--no-extract", action="store_true", help="keep archives packed")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_root(p, "--dest", "--data-root")
     _add_manifest(p)
 
-    p = sub.add_parser("verify", help="re-check sizes and checksums of what is present")
+    p = sub.add_parser("verify", help="re-check sizes and checksums of what is present "
+                       "(downloaded and generated files, caches); exit 1 if one is bad")
     p.add_argument("names", nargs="*", help="entries/groups (default: every entry with files here)")
     p.add_argument("--no-caches", action="store_true", help="skip the .npy caches")
     _add_root(p, "--dest", "--data-root")
@@ -72,6 +82,13 @@ def build_parser(prog: str = "crossmodal data") -> argparse.ArgumentParser:
     p.add_argument("--n-steps", type=int, help="saved time steps (default: the generator's)")
     p.add_argument("--seed", type=int, default=0)
     _add_root(p, "--out", "--dest", "--data-root")
+
+    p = sub.add_parser("fixtures", help="write tiny random data in the publishers' formats "
+                       "(dry runs of the paper path; marked, never real data)")
+    p.add_argument("names", nargs="*", help="entries (default: the 18 paper tasks and 5 proxies)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dest", "--data-root", dest="root", metavar="DIR", required=True,
+                   help="an empty folder (or an existing fixture root)")
     return parser
 
 
@@ -115,6 +132,11 @@ def cmd_download(args) -> int:
     from crossmodal.data import hub
 
     manifest, root = _manifest(args), data_root(args.root)
+    from crossmodal.data.fixtures import is_fixture_root
+
+    if is_fixture_root(root):  # its files would count as "present" and never be fetched
+        raise CrossmodalError(f"{root} is a fixture root (written by `crossmodal data "
+                              "fixtures`); download real data into another folder")
     entries = _select(args, manifest)
     items = hub.plan(entries, root)
     if args.dry_run:
@@ -139,7 +161,8 @@ def cmd_download(args) -> int:
         print(f"{entry.name}: {len(entry.files)} file(s), {human_size(entry.expected_size)}")
         paths = hub.fetch(entry, root, manifest=manifest, retries=args.retries,
                           timeout=args.timeout, progress=not args.no_progress,
-                          extract=not args.no_extract)
+                          extract=not args.no_extract, deadline_s=args.deadline,
+                          min_bytes_per_s=args.min_rate)
         for p in paths:
             print(f"  ok  {p}")
     return 0
@@ -149,15 +172,20 @@ def cmd_verify(args) -> int:
     from crossmodal.data import hub
 
     manifest, root = _manifest(args), data_root(args.root)
+    from crossmodal.data import fixtures
+
+    if fixtures.is_fixture_root(root):  # never checksummed, never recorded, never "ok"
+        print("\n".join(fixtures.describe(root)))
+        return 0
     if args.names:
         entries = manifest.select(args.names)
     else:
         from crossmodal.data import cache
 
-        # every entry with files (or a .npy cache, e.g. of generated PDE data) under the root
+        # every entry with files, generated stand-ins or a .npy cache under the root
         entries = [e for e in manifest
                    if any(i.state != "missing" for i in hub.plan([e], root))
-                   or cache.cache_dirs(root, e.group, e.name)]
+                   or hub.generated_files(e, root) or cache.cache_dirs(root, e.group, e.name)]
         if not entries:
             print(f"nothing downloaded under {root} yet")
             return 0
@@ -176,6 +204,9 @@ def cmd_generate(args) -> int:
     from crossmodal.data import pdebench
 
     root = data_root(args.root)
+    # reject impossible sizes before solving anything
+    pdebench.validate_generate_options(n_samples=args.n_samples, resolution=args.resolution,
+                                       n_steps=args.n_steps)
     tasks: list[str] = []
     for name in args.task:
         if name.lower() == "all":
@@ -192,8 +223,21 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_fixtures(args) -> int:
+    from crossmodal.data.fixtures import write_fixtures
+
+    root = data_root(args.root)
+    written = write_fixtures(root, args.names or None, seed=args.seed)
+    for name, paths in written.items():
+        print(f"{name}: " + ", ".join(str(p.relative_to(root)) for p in paths))
+    print(f"\n{len(written)} fixture entries in {root} (marked by {root / 'FIXTURES'}); run "
+          f"e.g. `crossmodal run --task ECG --method orca --profile paper --data-root {root} "
+          "--body roberta-base-random --limit-batches 2 --batch-size 2`")
+    return 0
+
+
 COMMANDS = {"list": cmd_list, "download": cmd_download, "verify": cmd_verify,
-            "generate": cmd_generate}
+            "generate": cmd_generate, "fixtures": cmd_fixtures}
 
 
 def main(argv: list[str] | None = None, prog: str = "crossmodal data") -> int:

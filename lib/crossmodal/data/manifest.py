@@ -10,11 +10,17 @@ then mirrors) and whatever checksums its publisher gives.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from crossmodal.errors import unknown_name
+
+#: Environment variable naming another manifest file (private mirrors, tests).
+MANIFEST_ENV_VAR = "CROSSMODAL_MANIFEST"
+#: A file without checksum or exact size must have at least this fraction of ``approx_size``.
+MIN_FRACTION = 0.5
 
 #: Names accepted for whole groups on the command line.
 GROUPS = {"nb360": "nb360", "nas-bench-360": "nb360", "pdebench": "pdebench",
@@ -33,6 +39,8 @@ class FileSpec:
     approx_size : an estimate in bytes (dry-run totals, free-space check), else ``None``.
     md5, sha256 : hex digests when known.
     checksum_note : where the checksums come from, or why there are none.
+    min_size : the smallest size a complete file can have, when known (else derived from
+        ``approx_size``, see :attr:`minimum_size`).
     extract : ``"zip"``, ``"tar"`` or ``None``: unpack next to the file after download.
     """
 
@@ -44,6 +52,7 @@ class FileSpec:
     sha256: str | None = None
     checksum_note: str = ""
     extract: str | None = None
+    min_size: int | None = None
 
     @property
     def name(self) -> str:
@@ -53,6 +62,20 @@ class FileSpec:
     def expected_size(self) -> int | None:
         """Exact size if known, else the estimate (for planning, never for verification)."""
         return self.size if self.size is not None else self.approx_size
+
+    @property
+    def minimum_size(self) -> int | None:
+        """Fewer bytes than this cannot be the complete file (``None``: unknown).
+
+        The exact size when known, else ``min_size``, else :data:`MIN_FRACTION` of the
+        estimate ``approx_size``: the estimates are computed from array shapes or taken from
+        the publishers' READMEs, so a file below half of one is an error page or a fragment.
+        """
+        if self.size is not None:
+            return self.size
+        if self.min_size is not None:
+            return self.min_size
+        return None if self.approx_size is None else int(self.approx_size * MIN_FRACTION)
 
     @property
     def has_published_checksum(self) -> bool:
@@ -87,7 +110,9 @@ class Manifest:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Manifest:
-        """Read the packaged manifest, or the JSON file at ``path`` (tests use their own)."""
+        """Read the JSON file at ``path``, else ``$CROSSMODAL_MANIFEST``, else the packaged one."""
+        if path is None and os.environ.get(MANIFEST_ENV_VAR, "").strip():
+            path = os.environ[MANIFEST_ENV_VAR].strip()
         if path is None:
             text = (resources.files("crossmodal.data") / "manifest.json").read_text("utf-8")
         else:
@@ -100,6 +125,7 @@ class Manifest:
                     path=f["path"], urls=tuple(f["urls"]), size=f.get("size"),
                     approx_size=f.get("approx_size"), md5=f.get("md5"), sha256=f.get("sha256"),
                     checksum_note=f.get("checksum_note", ""), extract=f.get("extract"),
+                    min_size=f.get("min_size"),
                 )
                 for f in e["files"]
             )

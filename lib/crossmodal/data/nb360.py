@@ -24,15 +24,18 @@ ECG          ``challenge2017.pkl``; every record standardised; records split 90/
 Satellite    ``satellite_{train,test}.npy`` (pickled dicts); labels 1..24 -> 0..23
 DeepSEA      ``deepsea_filtered.npz``; train = x_train + x_val; one-hot (n, 1000, 4)
              transposed to (n, 4, 1000)
-FSD50K,      not yet prepared by the kit (their preparation needs audio feature
-PSICOV,      extraction, PDNet feature assembly and deepCR patch sampling); the loader
-Cosmic       reads a prepared cache ``<root>/nb360/<task>/prepared/{train,test}_{x,y}.npy``
-             if one exists and otherwise says so
+FSD50K,      the extracted archives are turned into arrays once by
+PSICOV,      :mod:`crossmodal.data.nb360_prepare` (log-mel features, PDNet's 57 channels,
+Cosmic       deepCR crops), written to ``<root>/nb360/<task>/prepared/{train,test}_{x,y}.npy``
+             and read from there; prepared arrays put there by hand are read as they are
 ===========  =========================================================================
 
 Data augmentation that ORCA applies on the fly (random crops and flips for CIFAR-100) is not
-part of the arrays. Prepared splits are cached as ``.npy`` with sha256 checksums under
-``<root>/nb360/cache/<Task>-v<version>/`` and rebuilt when a source file changes.
+part of the arrays. Every downloaded file is verified before it is read
+(:func:`crossmodal.data.checksums.check_file`: the manifest's size and published md5, or the
+sha256 recorded on first download). Prepared splits are cached as ``.npy`` with sha256
+checksums under ``<root>/nb360/cache/<Task>-v<version>/``, built only from verified files and
+rebuilt when a source file changes.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crossmodal.data import cache
+from crossmodal.data import cache, checksums
 from crossmodal.data.manifest import Manifest
 from crossmodal.errors import DataMissingError, InvalidInputError, unknown_name
 
@@ -93,6 +96,20 @@ def require_files(key: str, root: Path, manifest: Manifest | None = None) -> lis
             + f"). Fetch it with {fetch_hint(key)}; choose the data folder with --dest/--data-root "
             f"or the CROSSMODAL_DATA environment variable.{resume}")
     return paths
+
+
+def verify_files(key: str, root: Path, manifest: Manifest | None = None) -> list[dict]:
+    """Check every downloaded file of ``key`` before use; their checksum records.
+
+    Raises
+    ------
+    CorruptDataError
+        A file's size or checksum is wrong; the message names it and the download command.
+    """
+    manifest = manifest or Manifest.load()
+    return [checksums.check_file(root, f.path, spec=f,
+                                 repair=f"Delete it and run {fetch_hint(key)} again.")
+            for f in manifest.get(key).files]
 
 
 # --------------------------------------------------------------------------- readers
@@ -229,10 +246,15 @@ def _read_prepared(key: str, root: Path) -> Splits:
     folder = Path(root) / "nb360" / key.lower() / "prepared"
     names = [f"{s}_{xy}.npy" for s in ("train", "test") for xy in ("x", "y")]
     if not all((folder / n).exists() for n in names):
-        raise DataMissingError(
-            f"{key}: the raw files are downloaded, but the kit does not yet turn them into "
-            f"arrays (this needs {_PREPARATION[key]}). Put prepared splits in {folder} as "
-            + ", ".join(names) + " with the shapes of `crossmodal tasks`, or use another task.")
+        from crossmodal.data import nb360_prepare
+
+        try:  # the extracted raw files -> prepared arrays, once
+            nb360_prepare.prepare(key, root)
+        except DataMissingError as err:
+            raise DataMissingError(
+                f"{err} The preparation ({_PREPARATION[key]}) reads the extracted archive; "
+                f"alternatively put prepared splits in {folder} as " + ", ".join(names)
+                + " with the shapes of `crossmodal tasks`.") from err
     a = {n[:-4]: np.load(folder / n, allow_pickle=False) for n in names}
     return {s: (a[f"{s}_x"], a[f"{s}_y"]) for s in ("train", "test")}
 
@@ -278,10 +300,12 @@ def load_nb360(key: str, root: Path, *, use_cache: bool = True) -> Splits:
     if key in NEEDS_PREPARATION:
         return _read_prepared(key, root)
     reader = READERS[key]
+    records = verify_files(key, root)  # never read (or cache) a damaged file
     if not use_cache:
         return reader(paths)
     meta = {"version": PREPROCESS_VERSION, "task": key,
-            "sources": [cache.source_fingerprint(p) for p in paths]}
+            "sources": [{"name": p.name, "size": r["size"], "sha256": r["sha256"]}
+                        for p, r in zip(paths, records)]}
     cdir = cache.cache_dir(root, "nb360", key, f"v{PREPROCESS_VERSION}")
     cached = cache.load_arrays(cdir, meta)
     if cached is not None:

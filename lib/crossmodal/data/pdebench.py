@@ -22,7 +22,10 @@ diffusion-reaction maps u(t=0) to v(t=T) only; the kit keeps the channels separa
 physical values, and maps (u, v) to (u, v). Arrays are float32 ``(n, C, L)`` or
 ``(n, C, H, W)``.
 
-Splits are cached as ``.npy`` with sha256 checksums under ``<root>/pdebench/cache/``.
+Before a file is read it is verified (:func:`crossmodal.data.checksums.check_file`): a real
+file against the manifest's size and published md5, a generated file against the sha256
+recorded when ``crossmodal data generate`` wrote it. Splits are cached as ``.npy`` with sha256
+checksums under ``<root>/pdebench/cache/``, built only from a verified file.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from crossmodal.data import cache
+from crossmodal.data import cache, checksums
+from crossmodal.data.checksums import CorruptDataError
 from crossmodal.errors import DataMissingError, InvalidInputError, unknown_name
 
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
@@ -111,11 +115,21 @@ def generated_path(task: str, root: Path) -> Path:
     return Path(root) / "pdebench" / ("gen_" + get_spec(task).filename)
 
 
-def generate_command(task: str, root: Path | str = "data/") -> str | None:
+def generate_command(task: str, root: Path | str = "data/", **options: object) -> str | None:
+    """The ``crossmodal data generate`` command that writes ``task``'s generated file.
+
+    ``options`` (``n_samples``, ``resolution``, ``seed``, ``n_steps``) are added as flags
+    when given, so the command reproduces a particular file.
+    """
     spec = get_spec(task)
     if spec.generator is None:
         return None
-    return f"python data_scripts/generate_pde.py --task {spec.generator} --out {root}"
+    flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in options.items() if v is not None)
+    return f"crossmodal data generate --task {spec.generator}{flags} --out {root}"
+
+
+def _script_command(task: str, root: Path | str) -> str:
+    return f"python data_scripts/generate_pde.py --task {get_spec(task).generator} --out {root}"
 
 
 def find_source(task: str, root: Path, prefer: str = "auto") -> tuple[Path, str]:
@@ -137,9 +151,44 @@ def find_source(task: str, root: Path, prefer: str = "auto") -> tuple[Path, str]
     msg = (f"{spec.key}: no data file in {Path(root) / 'pdebench'} (looked for "
            + " and ".join(p.name for p, _ in candidates) + "). "
            f"Download the real PDEBench file with `crossmodal data download {spec.key}`")
-    msg += (f", or generate a small one offline with `{gen_cmd}`." if gen_cmd
+    msg += (f", or generate a small one offline with `{gen_cmd}` (from a checkout also "
+            f"`{_script_command(task, root)}`)." if gen_cmd
             else "; the kit has no offline generator for this equation.")
     raise DataMissingError(msg)
+
+
+def repair_hint(task: str, root: Path, kind: str) -> str:
+    """What to do about a bad data file of ``task`` of the given kind (``real``/``generated``)."""
+    spec = get_spec(task)
+    if kind == "generated":
+        rel = str(generated_path(task, root).relative_to(root))
+        command = (checksums.recorded_checksums(root).get(rel, {}).get("command")
+                   or generate_command(task, root))
+        return f"Regenerate it with `{command}`."
+    hint = f"Delete it and run `crossmodal data download {spec.key}`"
+    if generated_path(task, root).exists():
+        hint += f", or delete it to use the generated {generated_path(task, root).name}"
+    elif spec.generator:
+        hint += f", or delete it and generate a small file with `{generate_command(task, root)}`"
+    return hint + "."
+
+
+def verify_source(task: str, root: Path, path: Path, kind: str) -> dict:
+    """Check a file before it is read (size always, checksum when it changed); its record.
+
+    Raises
+    ------
+    CorruptDataError
+        The file differs from the manifest or from its recorded checksum; the message names
+        the file and the command that repairs it.
+    """
+    from crossmodal.data.manifest import Manifest
+
+    root = Path(root)
+    rel = str(Path(path).relative_to(root))
+    fspec = Manifest.load().find_file(rel) if kind == "real" else None
+    return checksums.check_file(root, rel, spec=fspec, generated=kind == "generated",
+                                repair=repair_hint(task, root, kind))
 
 
 # --------------------------------------------------------------------------- reading
@@ -218,22 +267,66 @@ def _read_groups(f, spec: PDESpec, resolution: int | None,
     return np.stack(xs), np.stack(ys)
 
 
-def read_splits(path: Path, task: str, *, resolution: int | None = None) -> Splits:
-    """Read train/test splits straight from a PDEBench-format HDF5 file (no cache)."""
+_REQUIRED = {"tensor": ("tensor",), "cfd": ("density", "Vx", "pressure"),
+             "darcy": ("nu", "tensor")}
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def read_splits(path: Path, task: str, *, resolution: int | None = None,
+                repair: str | None = None) -> Splits:
+    """Read train/test splits straight from a PDEBench-format HDF5 file (no cache).
+
+    A file h5py cannot open (truncated, empty, not HDF5), one without the layout's datasets
+    or one whose data cannot be read raises a one-line :class:`CorruptDataError` naming the
+    file, what is wrong and ``repair`` (default: the download and generate commands).
+    """
     import h5py
 
     spec = get_spec(task)
-    with h5py.File(path, "r") as f:
+    path = Path(path)
+    if repair is None:
+        kind = "generated" if path.name.startswith("gen_") else "real"
+        root = path.parent.parent
+        repair = repair_hint(spec.key, root, kind)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise CorruptDataError(
+            f"{path} is not a readable HDF5 file ({_first_line(err)}): it is truncated, empty "
+            f"or not HDF5. {repair}") from None
+    with f:
         if spec.layout == "groups":
             keys = _group_keys(f)
-            train_rows, test_rows = _split_rows(len(keys), spec.split)
-            train = _read_groups(f, spec, resolution, keys[train_rows])
-            test = _read_groups(f, spec, resolution, keys[test_rows])
+            if not keys:
+                raise CorruptDataError(
+                    f"{path} has no sample groups with a 'data' dataset (top-level keys: "
+                    f"{', '.join(sorted(f.keys())[:8]) or 'none'}); it is not a PDEBench "
+                    f"{spec.key} file. {repair}")
         else:
-            x, y = _read_single(f, spec, resolution)
-            train_rows, test_rows = _split_rows(len(x), spec.split)
-            train = (x[train_rows], y[train_rows])
-            test = (x[test_rows], y[test_rows])
+            missing = [k for k in _REQUIRED[spec.layout] if k not in f]
+            if missing:
+                raise CorruptDataError(
+                    f"{path} has no dataset {', '.join(repr(k) for k in missing)} (it has: "
+                    f"{', '.join(sorted(f.keys())[:8]) or 'nothing'}); it is not a PDEBench "
+                    f"{spec.key} file. {repair}")
+        try:
+            if spec.layout == "groups":
+                train_rows, test_rows = _split_rows(len(keys), spec.split)
+                train = _read_groups(f, spec, resolution, keys[train_rows])
+                test = _read_groups(f, spec, resolution, keys[test_rows])
+            else:
+                x, y = _read_single(f, spec, resolution)
+                train_rows, test_rows = _split_rows(len(x), spec.split)
+                train = (x[train_rows], y[train_rows])
+                test = (x[test_rows], y[test_rows])
+        except (OSError, KeyError, IndexError) as err:
+            raise CorruptDataError(
+                f"{path}: its data cannot be read ({type(err).__name__}: {_first_line(err)}). "
+                f"{repair}") from None
     for name, (x, _y) in (("train", train), ("test", test)):
         if len(x) == 0:
             raise InvalidInputError(
@@ -265,18 +358,25 @@ def load_pdebench(task: str, root: Path, *, resolution: int | None = None,
     ------
     DataMissingError
         Neither the real nor the generated file is present; the message names the commands.
+    CorruptDataError
+        The file fails its size or checksum check, or is not a readable PDEBench file; the
+        message names the file and the command that repairs it.
     """
     spec = get_spec(task)
-    path, kind = find_source(spec.key, Path(root), prefer)
+    root = Path(root)
+    path, kind = find_source(spec.key, root, prefer)
+    rec = verify_source(spec.key, root, path, kind)  # never read (or cache) a bad file
+    repair = repair_hint(spec.key, root, kind)
     if not use_cache:
-        return read_splits(path, spec.key, resolution=resolution)
-    meta = {"version": PREPROCESS_VERSION, "task": spec.key, "source": cache.source_fingerprint(path),
+        return read_splits(path, spec.key, resolution=resolution, repair=repair)
+    meta = {"version": PREPROCESS_VERSION, "task": spec.key,
+            "source": {"name": path.name, "size": rec["size"], "sha256": rec["sha256"]},
             "kind": kind, "resolution": resolution}
     cdir = cache.cache_dir(root, "pdebench", spec.key, f"{kind}-r{resolution or 'native'}")
     cached = cache.load_arrays(cdir, meta)
     if cached is not None:
         return {s: (cached[f"{s}_x"], cached[f"{s}_y"]) for s in ("train", "test")}
-    splits = read_splits(path, spec.key, resolution=resolution)
+    splits = read_splits(path, spec.key, resolution=resolution, repair=repair)
     cache.save_arrays(cdir, {f"{s}_{xy}": arr for s, pair in splits.items()
                              for xy, arr in zip(("x", "y"), pair)}, meta)
     return splits
@@ -312,18 +412,27 @@ def generate_task_file(task: str, root: Path, *, n_samples: int = 256,
                        n_steps: int | None = None) -> Path:
     """Generate a PDEBench-format file for ``task`` at :func:`generated_path` and return it.
 
-    ``resolution`` defaults to 256 in 1D and 32 (i.e. 32x32) in 2D.
+    ``resolution`` defaults to 256 in 1D and 32 (i.e. 32x32) in 2D. The file's sha256, size
+    and stamp are recorded in ``<root>/.checksums.json`` with the command that regenerates
+    it, so every later use can verify it.
+
+    Raises
+    ------
+    InvalidInputError
+        ``n_samples`` below :data:`MIN_SAMPLES`, ``resolution`` below 2 or ``n_steps`` below
+        2 (checked before any work), or a task without a generator.
     """
     from crossmodal.data import pde
 
     spec = get_spec(task)
+    validate_generate_options(n_samples=n_samples, resolution=resolution, n_steps=n_steps)
     if spec.generator is None:
         raise InvalidInputError(
             f"{spec.key} has no offline generator (the kit solves advection, Burgers, "
             "diffusion-reaction 1D/2D, diffusion-sorption and Darcy flow); download the real "
             f"file with `crossmodal data download {spec.key}`")
     is_2d = spec.key.endswith("2D")
-    res = resolution or (32 if is_2d else 256)
+    res = resolution if resolution is not None else (32 if is_2d else 256)
     kwargs: dict = {"n_samples": n_samples, "resolution": res, "seed": seed}
     if n_steps is not None and spec.generator != "darcy2d":
         kwargs["n_steps"] = n_steps
@@ -335,4 +444,29 @@ def generate_task_file(task: str, root: Path, *, n_samples: int = 256,
     attrs = dict(spec.attrs)
     attrs.update({"generated_by": "crossmodal.data.pde." + fn.__name__, "seed": seed,
                   "n_samples": n_samples, "resolution": res})
-    return pde.write_pdebench_hdf5(arrays, generated_path(spec.key, root), attrs=attrs)
+    root = Path(root)
+    path = pde.write_pdebench_hdf5(arrays, generated_path(spec.key, root), attrs=attrs)
+    command = generate_command(spec.key, root, n_samples=n_samples, resolution=resolution,
+                               seed=seed, n_steps=n_steps)
+    checksums.record(root, str(path.relative_to(root)), checksums.hash_file(path),
+                     source="generated", command=command, required=True)
+    return path
+
+
+#: The loader's 10 % test split needs at least 10 samples for one test sample.
+MIN_SAMPLES = 10
+
+
+def validate_generate_options(*, n_samples: int, resolution: int | None,
+                              n_steps: int | None) -> None:
+    """Reject generator options that cannot give a usable file, before any work."""
+    for name, value, low, why in (
+            ("n_samples", n_samples, MIN_SAMPLES, "the loader's 10 % test split needs at least "
+             f"{MIN_SAMPLES} samples"),
+            ("resolution", resolution, 2, "a grid needs at least 2 points per axis"),
+            ("n_steps", n_steps, 2, "the initial and the final state must be saved")):
+        if value is None and name != "n_samples":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            flag = "--" + name.replace("_", "-")
+            raise InvalidInputError(f"{flag} must be an integer >= {low}, got {value!r}: {why}")

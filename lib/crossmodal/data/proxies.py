@@ -37,12 +37,19 @@ _ENTRY = {"cifar10": "CIFAR10", "conll2003": "CoNLL2003"}
 
 
 def _require(rel: str, name: str, root: Path) -> Path:
+    """The archive at ``root / rel``, verified (size, checksum) before it is read."""
+    from crossmodal.data import checksums
+    from crossmodal.data.manifest import Manifest
+
     path = root / rel
+    fetch = (f"`crossmodal data download {_ENTRY[name]}` (or `python data_scripts/download.py "
+             f"{_ENTRY[name]}`)")
     if not path.exists():
         raise DataMissingError(
-            f"proxy {name!r} needs {path}; fetch it with `crossmodal data download "
-            f"{_ENTRY[name]}` (or `python data_scripts/download.py {_ENTRY[name]}`), or choose "
+            f"proxy {name!r} needs {path}; fetch it with {fetch}, or choose "
             "the data folder with the CROSSMODAL_DATA environment variable.")
+    checksums.check_file(root, rel, spec=Manifest.load().find_file(rel),
+                         repair=f"Delete it and run {fetch} again.")
     return path
 
 

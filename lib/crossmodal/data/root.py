@@ -9,7 +9,8 @@ directory. Everything the kit downloads, generates or caches lives below it::
     <root>/pdebench/cache/...                 preprocessed splits (.npy) with checksums
     <root>/nb360/<task>/...                   NAS-Bench-360 files and their prepared caches
     <root>/proxies/<name>/...                 proxy datasets (CIFAR-10, Tiny-ImageNet, ...)
-    <root>/.checksums.json                    sha256 recorded on first download
+    <root>/.checksums.json                    sha256, size and stamp of every downloaded or
+                                              generated file (crossmodal.data.checksums)
 """
 
 from __future__ import annotations

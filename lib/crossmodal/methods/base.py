@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from crossmodal.errors import InvalidInputError, unknown_name
-from crossmodal.training import LossFn, task_loss_fn
+from crossmodal.training import BatchBudget, LossFn, task_loss_fn
 
 
 @dataclass
@@ -34,6 +34,19 @@ class RunContext:
     progress: bool = True
     device: str = "cpu"
     data_root: Path | None = None
+    #: dry-run switches (``--limit-batches``, ``--batch-size``): each stage-1 loop stops
+    #: after ``limit_batches`` micro-batches in total, and uses micro-batches of
+    #: ``batch_size`` samples instead of its own; ``None``: the method's settings.
+    limit_batches: int | None = None
+    batch_size: int | None = None
+
+    def budget(self) -> BatchBudget:
+        """A fresh micro-batch budget for one stage (unlimited unless ``limit_batches``)."""
+        return BatchBudget(self.limit_batches)
+
+    def stage_batch_size(self, own: int) -> int:
+        """The micro-batch size of a stage: the ``--batch-size`` override, else ``own``."""
+        return self.batch_size if self.batch_size is not None else own
 
 
 @dataclass

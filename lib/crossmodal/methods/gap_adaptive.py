@@ -218,8 +218,15 @@ class GapBuffer(nn.Module):
 
 
 def train_embedder_only(model: nn.Module, task, x: np.ndarray, y: np.ndarray, *, epochs: int,
-                        lr: float, batch_size: int, seed: int) -> list[float]:
-    """The "Emb" stage: Adam on the embedder only, with the task loss; returns epoch losses."""
+                        lr: float, batch_size: int, seed: int,
+                        limit_batches: int | None = None) -> list[float]:
+    """The "Emb" stage: Adam on the embedder only, with the task loss; returns epoch losses.
+
+    ``limit_batches`` (dry runs): stop after that many micro-batches in total.
+    """
+    from crossmodal.training import BatchBudget
+
+    budget = BatchBudget(limit_batches)
     loss = get_loss(task.loss)
     params = list(model.embedder.parameters())
     saved = {id(p): p.requires_grad for p in model.parameters()}
@@ -234,9 +241,9 @@ def train_embedder_only(model: nn.Module, task, x: np.ndarray, y: np.ndarray, *,
     curve = []
     model.train()
     try:
-        for _ in range(epochs):
+        for _ in budget.loop(range(epochs)):
             total = 0.0
-            for idx in torch.randperm(len(xt), generator=gen).split(batch_size):
+            for idx in budget.each(torch.randperm(len(xt), generator=gen).split(batch_size)):
                 opt.zero_grad(set_to_none=True)
                 value = loss(model(xt[idx].to(device)), yt[idx].to(device))
                 value.backward()
@@ -322,7 +329,8 @@ class GapAdaptiveA(Method):
         if cfg.embedder_stage == "emb":
             return {"emb_curve": train_embedder_only(
                 model, task, x, y, epochs=cfg.embedder_epochs, lr=cfg.embedder_lr,
-                batch_size=cfg.embedder_batch_size, seed=ctx.seed)}
+                batch_size=ctx.stage_batch_size(cfg.embedder_batch_size), seed=ctx.seed,
+                limit_batches=ctx.limit_batches)}
         if cfg.embedder_stage in (self.name, "gap_adaptive_b"):
             raise InvalidInputError("embedder_stage cannot be a gap-adaptive method itself")
         # orca, mona, ...: their stage 1 with their own options
@@ -542,9 +550,15 @@ def label_contrastive_loss(z: torch.Tensor, groups: torch.Tensor, weights: torch
 def contrastive_embedder_training(
     model: nn.Module, task, x: np.ndarray, y: np.ndarray, *, noise_scales: tuple[float, ...],
     noise_steps: int, epochs: int, lr: float, batch_size: int, tau: float, eps: float,
-    pseudo_label_k: int = 10, seed: int = 0,
+    pseudo_label_k: int = 10, seed: int = 0, limit_batches: int | None = None,
 ) -> list[float]:
-    """Version B stage 1: the embedder (only) trained with :func:`label_contrastive_loss`."""
+    """Version B stage 1: the embedder (only) trained with :func:`label_contrastive_loss`.
+
+    ``limit_batches`` (dry runs): stop after that many micro-batches in total.
+    """
+    from crossmodal.training import BatchBudget
+
+    budget = BatchBudget(limit_batches)
     gen = torch.Generator().manual_seed(seed)
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     groups = torch.as_tensor(group_labels(task, y, pseudo_label_k, seed))
@@ -555,9 +569,9 @@ def contrastive_embedder_training(
     device = next(model.embedder.parameters()).device
     curve = []
     model.embedder.train()
-    for _ in range(epochs):
+    for _ in budget.loop(range(epochs)):
         total, count = 0.0, 0
-        for m in torch.randperm(n * K * T, generator=gen).split(batch_size):
+        for m in budget.each(torch.randperm(n * K * T, generator=gen).split(batch_size)):
             i, k, t = m // (K * T), (m // T) % K, m % T + 1  # expanded index -> (i, k, t)
             xb = perturb(xt[i], sig[k], t, generator=gen).to(device)
             w = pair_weights(vectors[i], groups[i], eps).to(device)
@@ -618,8 +632,9 @@ class GapAdaptiveB(PaRe):
         curve = contrastive_embedder_training(
             model, task, x, y, noise_scales=cfg.noise_scales, noise_steps=cfg.noise_steps,
             epochs=cfg.contrastive_epochs, lr=cfg.contrastive_lr,
-            batch_size=cfg.contrastive_batch_size, tau=cfg.contrastive_tau,
+            batch_size=ctx.stage_batch_size(cfg.contrastive_batch_size), tau=cfg.contrastive_tau,
             eps=cfg.contrastive_eps, pseudo_label_k=cfg.pseudo_label_k, seed=ctx.seed,
+            limit_batches=ctx.limit_batches,
         )
         report = super().pretrain(model, task, splits, ctx)
         report.update(contrastive_curve=curve, expanded_size=len(x) * len(cfg.noise_scales)

@@ -375,10 +375,11 @@ class MoNA(Method):
         opt = torch.optim.Adam(params, lr=cfg.outer_lr)
         curves: dict[str, list[float]] = {"inner": [], "align": [], "uniform": [], "total": []}
         model.eval()  # no dropout: the virtual and real forward passes are the same function
-        for _ in tqdm(range(cfg.meta_steps), desc="MoNA stage 1", disable=not ctx.progress,
-                      leave=False):
-            bt = torch.randperm(len(x), generator=gen)[: cfg.meta_batch_size]
-            bs = torch.randperm(len(ys), generator=gen)[: cfg.source_batch_size]
+        budget, bsz = ctx.budget(), ctx.stage_batch_size
+        for _ in budget.each(tqdm(range(cfg.meta_steps), desc="MoNA stage 1",
+                                  disable=not ctx.progress, leave=False)):
+            bt = torch.randperm(len(x), generator=gen)[: bsz(cfg.meta_batch_size)]
+            bs = torch.randperm(len(ys), generator=gen)[: max(2, bsz(cfg.source_batch_size))]
             out = meta_step(model, loss, (x[bt], y[bt]), (tokens[bs], mask[bs], ys[bs]), cfg)
             if not torch.isfinite(out["total"]):
                 raise InvalidInputError(f"MoNA stage 1: the loss became {out['total'].item()}; "

@@ -154,8 +154,15 @@ def align_embedder(
     samples_per_class: int,
     seed: int = 0,
     progress: bool = True,
+    limit_batches: int | None = None,
 ) -> list[float]:
-    """ORCA's stage 2: one Adam step per epoch on the class-weighted per-class scores."""
+    """ORCA's stage 2: one Adam step per epoch on the class-weighted per-class scores.
+
+    ``limit_batches`` (dry runs): stop after that many per-class micro-batches in total.
+    """
+    from crossmodal.training import BatchBudget
+
+    budget = BatchBudget(limit_batches)
     gen = np.random.default_rng(seed)
     xt = torch.as_tensor(x)
     classes, counts = np.unique(labels, return_counts=True)
@@ -163,13 +170,14 @@ def align_embedder(
     optimizer = torch.optim.Adam(embedder.parameters(), lr=lr)
     curve = []
     embedder.train()
-    for _ in tqdm(range(epochs), desc="ORCA alignment", disable=not progress, leave=False):
+    for _ in budget.loop(tqdm(range(epochs), desc="ORCA alignment", disable=not progress,
+                              leave=False)):
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for c_idx in gen.permutation(len(classes)):
+        usable = [c for c in gen.permutation(len(classes))
+                  if np.count_nonzero(labels == classes[c]) >= 2]  # one sample: no distribution
+        for c_idx in budget.each(usable):
             members = np.flatnonzero(labels == classes[c_idx])
-            if len(members) < 2:
-                continue  # a one-sample class has no distribution to align
             pick = np.sort(gen.permutation(members)[:samples_per_class])
             feats = embedded_features(embedder, xt[pick])
             loss = weights[c_idx] * score(feats, torch.zeros(len(pick), dtype=torch.long))
@@ -224,7 +232,8 @@ class ORCA(Method):
         report["otdd_before"] = joint_otdd()
         report["alignment_curve"] = align_embedder(
             model.embedder, x, labels, score, epochs=cfg.align_epochs, lr=cfg.align_lr,
-            samples_per_class=cfg.align_samples_per_class, seed=ctx.seed, progress=ctx.progress,
+            samples_per_class=ctx.stage_batch_size(cfg.align_samples_per_class), seed=ctx.seed,
+            progress=ctx.progress, limit_batches=ctx.limit_batches,
         )
         report["otdd_after"] = joint_otdd()
         return report

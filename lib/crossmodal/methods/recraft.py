@@ -542,11 +542,13 @@ class RECRAFT(Method):
             return []
         opt = torch.optim.Adam(model.embedder.parameters(), lr=cfg.stage1_lr)
         curve = []
-        for _ in tqdm(range(epochs), desc=desc, disable=not ctx.progress, leave=False):
+        budget, bsz = ctx.budget(), ctx.stage_batch_size(cfg.stage1_batch_size)
+        for _ in budget.loop(tqdm(range(epochs), desc=desc, disable=not ctx.progress,
+                                  leave=False)):
             idx = torch.randperm(len(xt), generator=gen)[: cfg.stage1_samples]
             total = 0.0
-            for i in range(0, len(idx), cfg.stage1_batch_size):
-                b = idx[i : i + cfg.stage1_batch_size]
+            for i in budget.each(range(0, len(idx), bsz)):
+                b = idx[i : i + bsz]
                 if len(b) < 2:
                     continue  # one sample is no distribution
                 loss = loss_fn(xt[b], yt[b])

@@ -1,0 +1,187 @@
+"""The paper path on publisher-format fixtures (issue 13).
+
+* fast: ``crossmodal data fixtures`` writes every paper task and proxy in the real layout, the
+  kit's loaders read all 18 tasks through the real code path with the registry's shapes, and
+  ``crossmodal data verify`` says "fixture" (never "ok");
+* slow: every paper task x method in the ``paper`` profile, on the fixtures, with random
+  bodies of the real architectures, 2 micro-batches of 2 samples per stage.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crossmodal.data import fixtures
+from crossmodal.data.cli import main as data_main
+from crossmodal.tasks import get_task, list_tasks
+
+PAPER_TASKS = [t.key for t in list_tasks() if t.benchmark in ("NAS-Bench-360", "PDEBench")]
+
+
+@pytest.fixture(scope="session")
+def fixture_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fixtures")
+    assert data_main(["fixtures", "--dest", str(root)]) == 0
+    return root
+
+
+def test_every_paper_task_and_proxy_has_a_fixture():
+    assert len(PAPER_TASKS) == 18
+    assert set(PAPER_TASKS) == set(fixtures.PAPER_TASKS)
+    assert set(fixtures.PROXIES) == {"CIFAR10", "CoNLL2003", "TinyImageNet", "Caltech101",
+                                     "PascalVOC2012"}
+
+
+@pytest.mark.parametrize("key", PAPER_TASKS)
+def test_loader_reads_fixture_with_registry_shapes(fixture_root, key):
+    spec = get_task(key)
+    from crossmodal.data.presence import is_present
+
+    assert is_present(key, fixture_root)
+    splits = spec.load(fixture_root)  # validates shapes, dtypes, label ranges
+    for name in ("train", "test"):
+        x, y = splits[name]
+        assert x.dtype == np.float32 and len(x) >= 2, (name, x.dtype, len(x))
+        assert tuple(x.shape[1:]) == tuple(spec.input_shape)
+        if spec.output == "classification":
+            assert y.dtype == np.int64
+        else:
+            assert tuple(y.shape[1:]) == tuple(spec.output_shape)
+    assert len(splits["train"][0]) >= 4  # two micro-batches of 2
+
+
+def test_proxies_read_from_fixture(fixture_root):
+    from crossmodal.data.proxies import CONLL_CLASSES, load_proxy_arrays
+
+    cifar = load_proxy_arrays("cifar10", root=fixture_root)
+    assert cifar.images.shape[1:] == (3, 32, 32) and cifar.images.dtype == np.float32
+    assert 0 <= cifar.images.min() and cifar.images.max() <= 1
+    text = load_proxy_arrays("conll2003", root=fixture_root)
+    assert len(text) == 40 and set(text.labels) == set(range(len(CONLL_CLASSES)))
+
+
+def test_layouts_of_image_proxies(fixture_root):
+    from PIL import Image
+
+    voc = fixture_root / "proxies/pascal_voc2012/VOCdevkit/VOC2012"
+    ids = (voc / "ImageSets/Segmentation/train.txt").read_text().split()
+    mask = Image.open(voc / "SegmentationClass" / f"{ids[0]}.png")
+    assert mask.mode == "P" and set(np.unique(np.asarray(mask))) <= {0, *range(1, 21), 255}
+    tiny = fixture_root / "proxies/tiny_imagenet/tiny-imagenet-200"
+    wnid = (tiny / "wnids.txt").read_text().split()[0]
+    img = Image.open(next((tiny / "train" / wnid / "images").iterdir()))
+    assert img.size == (64, 64) and img.mode == "RGB"
+    assert (fixture_root / "proxies/caltech101/caltech-101/101_ObjectCategories.tar.gz").exists()
+
+
+def test_verify_says_fixture_and_download_refuses(fixture_root, capsys):
+    assert data_main(["verify", "--data-root", str(fixture_root)]) == 0
+    out = capsys.readouterr().out
+    assert "FIXTURE root" in out and "ECG: fixture" in out and " ok " not in out
+    assert not (fixture_root / ".checksums.json").exists()  # nothing recorded as real
+    assert data_main(["download", "ECG", "--dest", str(fixture_root)]) == 2
+    assert "fixture root" in capsys.readouterr().err
+
+
+def test_fixtures_refuse_a_root_with_other_files(tmp_path):
+    (tmp_path / "real.bin").write_bytes(b"x")
+    assert data_main(["fixtures", "--dest", str(tmp_path), "ECG"]) == 2
+    assert not (tmp_path / fixtures.MARKER).exists()
+
+
+def test_prepare_raw_formats_without_the_marker(tmp_path):
+    """FSD50K/PSICOV/Cosmic: the raw->arrays step depends on the files, not on the marker."""
+    from crossmodal.data import nb360_prepare
+
+    fixtures.write_fixtures(tmp_path, ["PSICOV", "Cosmic"])
+    (tmp_path / fixtures.MARKER).unlink()
+    for key, shape in (("PSICOV", (57, 128, 128)), ("Cosmic", (1, 128, 128))):
+        folder = nb360_prepare.prepare(key, tmp_path)
+        assert np.load(folder / "train_x.npy").shape[1:] == shape
+        assert np.load(folder / "test_y.npy").shape[1:] == (1, 128, 128)
+
+
+# --------------------------------------------------------------------------- dry-run switches
+
+
+def test_batch_budget_counts_micro_batches_across_loops():
+    from crossmodal.training import BatchBudget
+
+    budget, seen = BatchBudget(3), []
+    for epoch in budget.loop(range(10)):
+        for b in budget.each(range(2)):
+            seen.append((epoch, b))
+    assert seen == [(0, 0), (0, 1), (1, 0)]
+    free = BatchBudget(None)
+    assert sum(1 for e in free.loop(range(3)) for _ in free.each(range(4))) == 12
+
+
+def test_fit_stops_each_epoch_and_evaluation_after_limit():
+    import torch
+
+    from crossmodal.models import build_model
+    from crossmodal.training import TrainConfig, fit, task_loss_fn
+
+    spec = get_task("smoke_digits")
+    rng = np.random.default_rng(0)
+    x = rng.random((40, *spec.input_shape)).astype(np.float32)
+    y = rng.integers(0, spec.num_outputs, 40).astype(np.int64)
+    model = build_model(spec, "minilm-random")
+    calls, evals = [], []
+    base = task_loss_fn(spec)
+
+    def counting(model, batch, state):
+        calls.append((state.epoch, len(batch[0])))
+        return base(model, batch, state)
+
+    head_forward = model.head.forward
+    model.head.forward = lambda h: (evals.append(len(h)) if not model.training else None,
+                                    head_forward(h))[1]
+    cfg = TrainConfig(epochs=2, batch_size=4, eval_batch_size=3, grad_accum=8, lr=1e-4,
+                      limit_batches=2, progress=False)
+    hist = fit(model, spec, {"train": (x, y), "test": (x, y)}, cfg, loss_fn=counting)
+    assert calls == [(0, 4), (0, 4), (1, 4), (1, 4)]
+    assert evals == [3, 3, 3, 3]  # two eval batches per epoch
+    assert all(np.isfinite(h["test_metric"]) for h in hist)
+    assert torch.isfinite(torch.tensor(hist[-1]["lr"]))
+
+
+def test_runner_records_dry_run_and_overrides(tmp_path):
+    from crossmodal.runner import run
+
+    spec = get_task("smoke_digits")
+    rng = np.random.default_rng(0)
+    x = rng.random((12, *spec.input_shape)).astype(np.float32)
+    y = rng.integers(0, spec.num_outputs, 12).astype(np.int64)
+    r = run(spec, "nft", "smoke", epochs=1, body="minilm-random", out=tmp_path / "r",
+            splits={"train": (x, y), "test": (x, y)}, limit_batches=1, batch_size=2,
+            progress=False)
+    saved = json.loads((tmp_path / "r" / "results.json").read_text())
+    for res in (r, saved):
+        assert res["dry_run"] is True and res["limit_batches"] == 1 and res["batch_size"] == 2
+        assert res["config"]["train"]["batch_size"] == 2
+        assert res["config"]["train"]["limit_batches"] == 1
+    plain = run(spec, "nft", "smoke", epochs=1, body="minilm-random",
+                splits={"train": (x, y), "test": (x, y)}, progress=False)
+    assert plain["dry_run"] is False and plain["limit_batches"] is None
+    with pytest.raises(Exception, match="positive integer"):
+        run(spec, "nft", "smoke", epochs=1, splits={"train": (x, y), "test": (x, y)},
+            limit_batches=0, progress=False)
+
+
+def test_reports_of_dry_runs_are_never_compared_with_a_paper():
+    import pandas as pd
+
+    from crossmodal.notebook import DRY_RUN_STATUS, compare_with_paper
+
+    runs = pd.DataFrame([{"task": "ECG", "variant": "orca", "method": "orca",
+                          "metric": "1-F1", "lower_is_better": True, "final": 0.5, "seed": 0,
+                          "dry_run": dry} for dry in (True,)])
+    table = compare_with_paper(runs, profile="paper")
+    assert table["paper"].isna().all() and (table["status"] == DRY_RUN_STATUS).all()
+    real = compare_with_paper(runs.assign(dry_run=False), profile="paper")
+    assert real["paper"].notna().all() and (real["status"] == "compared").all()
