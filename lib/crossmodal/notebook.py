@@ -828,6 +828,20 @@ def epoch_frame(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def epoch_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per task x variant x epoch: train loss and test metric as mean ± std over seeds."""
+    ef = epoch_frame(runs)
+    if ef.empty:
+        return ef
+    g = ef.groupby(["task", "variant", "epoch"], sort=False)
+    out = g.agg(seeds=("seed", "nunique"), loss=("train_loss", "mean"),
+                loss_std=("train_loss", "std"), metric=("test_metric", "mean"),
+                metric_std=("test_metric", "std")).reset_index()
+    out["train loss"] = mean_pm_std(out["loss"], out["loss_std"])
+    out["test metric"] = mean_pm_std(out["metric"], out["metric_std"])
+    return out[["task", "variant", "epoch", "seeds", "train loss", "test metric"]]
+
+
 # --------------------------------------------------------------------------- tables
 
 
