@@ -138,6 +138,10 @@ class NotebookSettings:
     data_root: Path | None = None
     progress: bool = False
     num_threads: int = 1
+    #: a ``crossmodal sweep`` runs folder: collect its finished runs instead of training
+    runs_dir: Path | None = None
+    #: run ids that the grid asked for and ``runs_dir`` does not hold (filled by run_grid)
+    missing_runs: list[str] = field(default_factory=list, repr=False)
 
     def describe(self) -> str:
         """One line per setting, for the notebook's first output."""
@@ -155,7 +159,9 @@ class NotebookSettings:
             lines.append(f"  {key}: {epochs}batch {t['batch_size']}, {lr}, train <= "
                          f"{t['max_train'] or 'all'}, test <= {t['max_test'] or 'all'}")
         lines += [f"threads    {self.num_threads} (torch intra-op threads, pinned)",
-                  f"reports    {display_path(self.output_dir)}"]
+                  f"reports    {display_path(self.output_dir)}",
+                  *([f"runs       collected from {display_path(self.runs_dir)} (no training)"]
+                    if self.runs_dir is not None else [])]
         return "\n".join(lines)
 
     def task_settings(self) -> dict[str, dict[str, Any]]:
@@ -241,7 +247,8 @@ def settings(
     data_root: str | Path | None = None,
     check_data: bool = True,
     progress: bool = False,
-    num_threads: int = 1,
+    num_threads: int | None = None,
+    runs_dir: str | Path | None = None,
 ) -> NotebookSettings:
     """Resolve a notebook's parameters; fail at once when a task's data is missing.
 
@@ -256,12 +263,19 @@ def settings(
     output_dir : None gives ``reports/<notebook>/<profile>``.
     check_data : raise :class:`DataMissingError` naming the fetch commands of every task
         whose data is not on disk (before any training starts).
-    num_threads : torch threads, pinned here and in every run. One thread by default: on a
-        shared 2-core machine two intra-op threads per process oversubscribe the cores (we
-        measured a 10x slow-down), and one thread makes the printed numbers independent of
-        the machine's core count, which the nbval regression check relies on.
+    num_threads : torch threads, pinned here and in every run. None: ``$OMP_NUM_THREADS``
+        when set, else one (:func:`crossmodal.training.default_num_threads`): on a shared
+        2-core machine two intra-op threads per process oversubscribe the cores (we measured
+        a 10x slow-down), and one thread is what the committed reports were made with.
+    runs_dir : the runs folder of a ``crossmodal sweep`` of this notebook: :func:`run_grid`
+        reads each finished run from it instead of training, and the report marks the runs
+        it does not hold (see :mod:`crossmodal.sweep`).
     """
     prof = get_profile(profile)
+    if num_threads is None:
+        from crossmodal.training import default_num_threads
+
+        num_threads = default_num_threads()
     defaults = NOTEBOOKS.get(notebook, _GENERIC)
     if isinstance(tasks, str):
         tasks = [tasks]
@@ -286,7 +300,11 @@ def settings(
         max_test = defaults.smoke_max_test if smoke else prof.max_test
     out = Path(output_dir) if output_dir else reports_root() / notebook / prof.name
     s = NotebookSettings(notebook, prof.name, task_list, seed_list, epochs, max_train, max_test,
-                         out, Path(data_root) if data_root else None, progress, num_threads)
+                         out, Path(data_root) if data_root else None, progress, num_threads,
+                         Path(runs_dir) if runs_dir else None)
+    if s.runs_dir is not None and not s.runs_dir.is_dir():
+        raise InvalidInputError(f"runs_dir {s.runs_dir} is not a folder; give the --runs-dir of a "
+                                f"`crossmodal sweep notebooks/{notebook}.ipynb` (or None to train)")
     import torch
 
     torch.set_num_threads(num_threads)
@@ -483,6 +501,60 @@ def load_splits(nb: NotebookSettings, task: str, seed: int):
                      nb.max_test if nb.max_test is not None else cap_test, seed)
 
 
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a notebook's grid: what :func:`run_grid` trains (or collects).
+
+    ``identity`` is the run's full configuration (the method's config with its defaults
+    filled in, the resolved body, the profile's sizes, the probe) and ``run_id`` its folder
+    name in a sweep's runs directory (:func:`crossmodal.sweep.plan.run_id`).
+    """
+
+    task: str
+    seed: int
+    variant: Variant
+    body: str | None  # the body override (None: the profile's default, ``default_body``)
+    memo_key: tuple
+    identity: dict[str, Any]
+    run_id: str
+
+
+def plan_grid(
+    nb: NotebookSettings,
+    variants: Sequence[Variant | str],
+    *,
+    train_options: dict[str, Any] | None = None,
+    probe: Any = None,
+) -> list[PlannedRun]:
+    """The runs of :func:`run_grid`, in its order (task, then seed, then variant), untrained.
+
+    :mod:`crossmodal.sweep` submits these as jobs; :func:`run_grid` trains or collects them.
+    """
+    from crossmodal.profiles import default_body
+    from crossmodal.sweep.plan import probe_key, run_id
+    from crossmodal.tasks import get_task
+
+    vs = [Variant(v, v) if isinstance(v, str) else v for v in variants]
+    out = []
+    for task in nb.tasks:
+        default = default_body(get_task(task), nb.profile)
+        for seed in nb.seeds:
+            for v in vs:
+                body = v.body.format(default=default) if v.body else None
+                method, mcfg = v.method, _method_config(v.method, v.options)
+                cfg = repr(sorted(mcfg.items()))  # as _config_key, without a second build
+                identity = {"task": task, "seed": int(seed), "profile": nb.profile,
+                            "method": method, "method_config": mcfg,
+                            "body": body or default, "epochs": nb.epochs,
+                            "max_train": nb.max_train, "max_test": nb.max_test,
+                            "train_options": dict(sorted((train_options or {}).items())),
+                            "probe": probe_key(probe)}
+                out.append(PlannedRun(task, int(seed), v, body,
+                                      (task, seed, method, cfg, body or default), identity,
+                                      run_id(identity)))
+    return out
+
+
 def run_grid(
     nb: NotebookSettings,
     variants: Sequence[Variant | str],
@@ -505,41 +577,59 @@ def run_grid(
     once: ablations share their reference variant (e.g. full ORCA). ``probe`` is passed to
     :func:`crossmodal.runner.run` (measurements of the model after stage 1 and each epoch);
     its records land in the ``probes`` column.
+
+    With ``nb.runs_dir`` set (a ``crossmodal sweep`` of the notebook) nothing trains: each
+    run's ``results.json`` is read from ``runs_dir/<run_id>/``; a run not there (not finished)
+    is left out of the frame, warned about and listed in ``nb.missing_runs`` (the report
+    marks it). No finished run at all is an error.
     """
     import json
 
     from tqdm.auto import tqdm
 
-    from crossmodal.profiles import default_body
     from crossmodal.runner import run
-    from crossmodal.tasks import get_task
 
     keep = nb.profile != "smoke" if keep_runs is None else keep_runs
-    vs = [Variant(v, v) if isinstance(v, str) else v for v in variants]
-    jobs = [(t, s, v) for t in nb.tasks for s in nb.seeds for v in vs]
-    rows, cached = [], {}
-    for task, seed, v in tqdm(jobs, desc=nb.notebook, disable=not nb.progress):
-        if (task, seed) not in cached:
-            cached = {(task, seed): load_splits(nb, task, seed)}
-        out = nb.output_dir / "runs" / task / _slug(v.name) / f"seed{seed}" if keep else None
-        done = out / "results.json" if out is not None else None
-        default = default_body(get_task(task), nb.profile)
-        body = v.body.format(default=default) if v.body else None
-        key = (task, seed, *_config_key(v.method, v.options), body or default)
-        if memo is not None and key in memo:
-            rows.append({**memo[key], "variant": v.name})
+    planned = plan_grid(nb, variants, train_options=train_options, probe=probe)
+    rows, cached, missing = [], {}, []
+    for p in tqdm(planned, desc=nb.notebook, disable=not nb.progress):
+        task, seed, v = p.task, p.seed, p.variant
+        if memo is not None and p.memo_key in memo:
+            rows.append({**memo[p.memo_key], "variant": v.name})
             continue
-        if done is not None and done.exists():
+        if nb.runs_dir is not None:
+            done = nb.runs_dir / p.run_id / "results.json"
+            if not done.exists():
+                missing.append(p.run_id)
+                continue
             r = json.loads(done.read_text())
         else:
-            extra = {"probe": probe} if probe is not None else {}
-            r = run(task, v.method, nb.profile, epochs=nb.epochs, seed=seed, out=out,
-                    body=body, data_root=nb.data_root, method_options=dict(v.options),
-                    train_options={"num_threads": nb.num_threads, **(train_options or {})},
-                    progress=False, splits=cached[(task, seed)], **extra)
+            if (task, seed) not in cached:
+                cached = {(task, seed): load_splits(nb, task, seed)}
+            out = nb.output_dir / "runs" / task / _slug(v.name) / f"seed{seed}" if keep else None
+            done = out / "results.json" if out is not None else None
+            if done is not None and done.exists():
+                r = json.loads(done.read_text())
+            else:
+                extra = {"probe": probe} if probe is not None else {}
+                r = run(task, v.method, nb.profile, epochs=nb.epochs, seed=seed, out=out,
+                        body=p.body, data_root=nb.data_root, method_options=dict(v.options),
+                        train_options={"num_threads": nb.num_threads, **(train_options or {})},
+                        progress=False, splits=cached[(task, seed)], **extra)
         rows.append(run_row(r, v.name))
         if memo is not None:
-            memo[key] = rows[-1]
+            memo[p.memo_key] = rows[-1]
+    if missing:
+        nb.missing_runs.extend(m for m in missing if m not in nb.missing_runs)
+        warnings.warn(f"{len(missing)} of {len(planned)} runs are not finished in "
+                      f"{display_path(nb.runs_dir)}: {', '.join(missing)}; the report marks "
+                      "them (see `crossmodal sweep --status`)", stacklevel=2)
+        if not rows:
+            raise DataMissingError(
+                f"none of the {len(planned)} runs of {nb.notebook} is finished in "
+                f"{nb.runs_dir}; run `crossmodal sweep notebooks/{nb.notebook}.ipynb --profile "
+                f"{nb.profile} --runs-dir {nb.runs_dir}` first, and `crossmodal sweep --status "
+                f"{nb.runs_dir}` to see where it stands")
     frame = pd.DataFrame(rows)
     if report is not None:
         report.add_runs(frame)
@@ -579,6 +669,13 @@ def _config_key(method: str, options: dict[str, Any]) -> tuple[str, str]:
 
     cfg = dataclasses.asdict(get_method(method, **options).config)
     return method, repr(sorted(cfg.items()))
+
+
+def _method_config(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A method's full config as a dict (defaults filled in)."""
+    from crossmodal.methods import get_method
+
+    return dataclasses.asdict(get_method(method, **options).config)
 
 
 def _slug(name: str) -> str:
@@ -1197,6 +1294,8 @@ class Report:
         """
         s, out = self.settings, self.settings.output_dir
         wall = time.perf_counter() - self._t0
+        if s.runs_dir is not None and not any(c.claim == COLLECT_CLAIM for c in self.checks):
+            self.add_check(collect_check(s))
         table = table.copy()
         if "variant" not in table:
             table["variant"] = table["method"]
@@ -1230,7 +1329,7 @@ class Report:
             "parameters": self.parameters,
             "settings": {k: (str(v) if isinstance(v, Path) else v)
                          for k, v in dataclasses.asdict(s).items()
-                         if k not in ("output_dir", "data_root")},
+                         if k not in ("output_dir", "data_root", "runs_dir", "missing_runs")},
             "seeds": s.seeds,
             "runs": _records(self.runs),
             "results": _records(table),
@@ -1239,6 +1338,8 @@ class Report:
             "checks": [dataclasses.asdict(c) for c in self.checks],
             "figures": self.figures,
             "extra": self.extra,
+            **({"runs_dir": display_path(s.runs_dir), "missing_runs": list(s.missing_runs)}
+               if s.runs_dir is not None else {}),
             "versions": package_versions(),
             "wall_seconds": wall,
             "status": "complete",
@@ -1252,6 +1353,19 @@ class Report:
         out = self.settings.output_dir
         names = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
         return f"{display_path(out)}/: " + ", ".join(names)
+
+
+COLLECT_CLAIM = "every run of the grid is finished in runs_dir"
+
+
+def collect_check(nb: NotebookSettings) -> Check:
+    """The mark of a report collected from a sweep: which runs of its grid were missing."""
+    missing = nb.missing_runs
+    detail = (f"{len(missing)} missing (not in the table): {', '.join(missing)}" if missing
+              else "all collected")
+    return check_direction(COLLECT_CLAIM, not missing,
+                           f"{display_path(nb.runs_dir)}: {detail}",
+                           paper="crossmodal sweep --status shows why")
 
 
 def _records(df: pd.DataFrame) -> list[dict]:

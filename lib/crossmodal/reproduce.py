@@ -32,8 +32,8 @@ def list_notebooks(notebooks: str | Path = "notebooks") -> list[str]:
     """Notebook names (file stems) in ``notebooks/``, sorted (``00_quickstart`` first)."""
     folder = Path(notebooks)
     if not folder.is_dir():
-        raise InvalidInputError(f"no notebooks folder at {folder}; run from the repository root "
-                                "or pass --notebooks")
+        raise InvalidInputError(f"no notebooks folder at {folder.absolute()}; run from the "
+                                "repository root or pass --notebooks PATH/TO/notebooks")
     return sorted(p.stem for p in folder.glob("*.ipynb") if not p.name.startswith("."))
 
 
@@ -64,8 +64,13 @@ def run_notebook(
     kernel: str = KERNEL,
     progress: bool = True,
     timeout: int | None = None,
+    runs_dir: str | Path | None = None,
 ) -> tuple[bool, float, str]:
-    """Execute one notebook; return (ok, seconds, error message)."""
+    """Execute one notebook; return (ok, seconds, error message).
+
+    ``runs_dir`` (a ``crossmodal sweep --runs-dir``) is passed as the notebook's ``runs_dir``
+    parameter: it collects the finished runs instead of training.
+    """
     import papermill as pm
 
     out_dir = reports / name / profile
@@ -77,7 +82,8 @@ def run_notebook(
     try:
         pm.execute_notebook(
             str(notebooks / f"{name}.ipynb"), str(out_dir / f"{name}.ipynb"),
-            parameters={"profile": profile, "output_dir": str(out_dir)},
+            parameters={"profile": profile, "output_dir": str(out_dir),
+                        **({"runs_dir": str(Path(runs_dir).resolve())} if runs_dir else {})},
             kernel_name=kernel, progress_bar=progress, cwd=os.getcwd(),
             execution_timeout=timeout, log_output=False,
         )
@@ -136,10 +142,12 @@ def reproduce(
     kernel: str = KERNEL,
     timeout: int | None = None,
     update_notebooks: bool = False,
+    runs_dir: str | Path | None = None,
     workers: int = 2,
 ) -> int:
     """Run the notebooks with papermill; write ``reports/index.md``; 0 when all succeeded.
 
+    With ``runs_dir`` every notebook collects its runs from that sweep folder (no training).
     ``workers`` notebooks run at once, each in its own process and Jupyter kernel with one
     torch thread (the notebooks pin it), so two workers keep a 2-core machine busy without
     oversubscribing it. The longest notebooks (by the wall time of their last report)
@@ -150,6 +158,9 @@ def reproduce(
     profile = get_profile(profile).name
     notebooks, reports = Path(notebooks), Path(reports)
     names = select_notebooks(list_notebooks(notebooks), only)
+    if runs_dir is not None and not Path(runs_dir).is_dir():
+        raise InvalidInputError(f"--runs-dir {runs_dir} is not a folder; give the --runs-dir of "
+                                "your `crossmodal sweep` runs")
     if not kernel_available(kernel):
         raise CrossmodalError(
             f"the Jupyter kernel {kernel!r} is not installed; run `make setup`, or "
@@ -159,7 +170,7 @@ def reproduce(
     failures = []
     order = sorted(names, key=lambda n: -_last_seconds(reports, n, profile))
     kw = dict(notebooks=notebooks, reports=reports, kernel=kernel, progress=False,
-              timeout=timeout)
+              timeout=timeout, runs_dir=runs_dir)
     t0 = time.perf_counter()
 
     def done(i: int, name: str, ok: bool, secs: float, msg: str) -> None:
@@ -199,7 +210,7 @@ def reproduce(
     print(f"\n{len(names) - len(failures)}/{len(names)} notebooks ok in {wall:.0f} s wall "
           f"({total:.0f} s of notebook time, {max(workers, 1)} worker(s)); index: {index}")
     if failures:
-        print("Failed notebooks (the executed notebook and error.txt are in reports/<nb>/"
+        print(f"Failed notebooks (the executed notebook and error.txt are in {reports}/<nb>/"
               f"{profile}/):")
         for name, msg in failures:
             print(f"  {name}: {msg}")
@@ -314,11 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2,
                    help="notebooks run at once, one process and one thread each (default 2)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--runs-dir", help="collect the runs of this `crossmodal sweep` folder")
     args = p.parse_args(argv)
     try:
         return reproduce(args.profile, args.only, args.reports, args.notebooks,
                          not args.no_progress, args.kernel, args.timeout, args.update_notebooks,
-                         workers=args.workers)
+                         runs_dir=args.runs_dir, workers=args.workers)
     except CrossmodalError as err:
         print(f"crossmodal reproduce: error: {err}")
         return 2

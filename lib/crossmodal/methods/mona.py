@@ -186,9 +186,9 @@ def pooled_body_features(body: nn.Module, params: dict[str, Tensor], tokens: Ten
                          mask: Tensor) -> Tensor:
     """Body features of proxy tokens with the given (virtual) body parameters, mean-pooled
     over real tokens."""
-    out = functional_call(body, params, (tokens,))
-    m = mask.unsqueeze(-1).to(out.dtype)
-    return (out * m).sum(1) / m.sum(1).clamp_min(1.0)
+    from crossmodal.proxies import masked_token_mean  # Swin: 3136 tokens in, 49 out
+
+    return masked_token_mean(functional_call(body, params, (tokens,)), mask)
 
 
 def meta_step(model: nn.Module, task_loss, batch: tuple[Tensor, Tensor],
