@@ -319,37 +319,59 @@ def test_local_sweep_runs_jobs_and_the_collected_table_equals_the_direct_run(tmp
     pd.testing.assert_frame_equal(table, cm.compare_with_paper(direct, profile="smoke"))
 
 
+def _wait_for(cond, what: str, runs_dir: Path, timeout: float = 240.0) -> None:
+    t0 = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t0 < timeout, f"{what}\n{jobs.format_status(runs_dir)}"
+        time.sleep(0.02)
+
+
+def _status(folder: Path) -> dict:
+    return json.loads((folder / "status.json").read_text()) \
+        if (folder / "status.json").exists() else {}
+
+
 @pytest.mark.slow
-def test_a_killed_job_resubmitted_resumes_to_the_uninterrupted_metric(tmp_path, capsys):
+def test_a_preempted_then_killed_job_resumes_to_the_uninterrupted_metric(tmp_path, capsys):
     runs_dir = tmp_path / "runs"
-    args = ["-p", "tasks", "smoke_gunpoint", "-p", "epochs", "6", "-p", "max_train", "48",
+    args = ["-p", "tasks", "smoke_gunpoint", "-p", "epochs", "8", "-p", "max_train", "48",
             "-p", "max_test", "16", "-p", "methods", "['scratch']"]
     assert _sweep(runs_dir, "main_results", *args) == 0
     (folder,) = [p.parent for p in runs_dir.glob("*/spec.json")]
-    t0 = time.monotonic()
-    while not (folder / "checkpoint.pt").exists():  # the first epoch is done
-        assert time.monotonic() - t0 < 240, jobs.format_status(runs_dir)
-        time.sleep(0.02)
-    pid = json.loads((folder / "status.json").read_text())["pid"]
-    os.kill(pid, signal.SIGKILL)
-    t0 = time.monotonic()
-    while jobs.run_state(folder).state == "running":
-        assert time.monotonic() - t0 < 30
-        time.sleep(0.1)
+    ckpt = folder / "checkpoint.pt"
+
+    # 1. preemption: USR2 (what Slurm sends) makes submitit checkpoint and requeue the job
+    _wait_for(ckpt.exists, "no first epoch checkpoint", runs_dir)
+    first = _status(folder)["pid"]
+    os.kill(first, signal.SIGUSR2)
+    t_signal = time.time()
+    _wait_for(lambda: _status(folder).get("pid", first) != first, "not requeued", runs_dir)
+    second = _status(folder)["pid"]
+    # the requeued process resumed: it writes a checkpoint of a later epoch
+    _wait_for(lambda: ckpt.exists() and ckpt.stat().st_mtime > t_signal + 0.5
+              and _status(folder)["pid"] == second, "the requeued job trained no epoch",
+              runs_dir)
+
+    # 2. a hard kill (out of memory, node failure): the run is failed until resubmitted
+    os.kill(second, signal.SIGKILL)
+    _wait_for(lambda: jobs.run_state(folder).state != "running", "still running", runs_dir, 30)
     assert not (folder / "results.json").exists(), "the run finished before it was killed"
     assert jobs.run_state(folder).state == "failed"
+    job = json.loads((folder / "job.json").read_text())
+    assert "Requeued job" in Path(job["stdout"]).read_text() + Path(job["stderr"]).read_text()
     done_epochs = len((folder / "metrics.jsonl").read_text().splitlines())
-    assert 1 <= done_epochs < 6
+    assert 2 <= done_epochs < 8
 
     assert _sweep(runs_dir, "main_results", *args) == 0
     assert "1 submitted" in capsys.readouterr().out
     assert _wait(runs_dir)[0].state == "done"
     resumed = json.loads((folder / "results.json").read_text())
-    nb = cm.settings("main_results", "smoke", tasks=["smoke_gunpoint"], epochs=6,
+    nb = cm.settings("main_results", "smoke", tasks=["smoke_gunpoint"], epochs=8,
                      max_train=48, max_test=16)
     direct = cm.run_grid(nb, cm.main_variants(["scratch"], "smoke"))
     assert resumed["final_metric"] == direct["final"].iloc[0]
     assert [e["test_metric"] for e in resumed["epochs"]] == direct["curve"].iloc[0]
+    assert [e["train_loss"] for e in resumed["epochs"]] == direct["train_loss"].iloc[0]
 
 
 @pytest.mark.slow

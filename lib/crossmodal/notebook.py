@@ -1078,9 +1078,16 @@ def _formatters(df: pd.DataFrame, digits: int) -> dict:
 # --------------------------------------------------------------------------- direction checks
 
 
+#: What a check is: ``"sanity"`` holds by construction (an implementation test shown in the
+#: report, e.g. "Algorithm 2's approximation >= the exact discrepancy"); ``"claim"`` is a
+#: paper's claim checked on our runs, which can fail.
+CHECK_KINDS = ("sanity", "claim")
+
+
 @dataclass
 class Check:
-    """A claim of a paper checked in its direction (smoke scale cannot match its numbers).
+    """A direction check: a paper claim on our runs (smoke scale cannot match its numbers),
+    or a sanity check that holds by construction (``kind``).
 
     ``verdict`` (``holds``/``contradicted``/``inconclusive``) is set when the claim was judged
     by a paired comparison over (task, seed) pairs (:mod:`crossmodal.verdicts`); ``holds`` is
@@ -1092,22 +1099,28 @@ class Check:
     detail: str = ""
     asserted: bool = False
     paper: str = ""
+    kind: str = "claim"
     verdict: str | None = None
 
     def line(self) -> str:
         mark = self.verdict or ("holds" if self.holds else "does NOT hold")
-        kind = "asserted" if self.asserted else "observed"
-        return f"[{mark}, {kind}] {self.claim}: {self.detail}"
+        if self.kind == "sanity":
+            return f"[{mark}, sanity check: holds by construction] {self.claim}: {self.detail}"
+        how = "asserted" if self.asserted else "observed"
+        return f"[{mark}, paper claim, {how}] {self.claim}: {self.detail}"
 
 
 def check_direction(claim: str, holds: bool, detail: str = "", *, assert_holds: bool = False,
-                    paper: str = "") -> Check:
+                    paper: str = "", kind: str = "claim") -> Check:
     """Record a direction check; with ``assert_holds`` a failing claim raises AssertionError.
 
-    Assert only claims that must hold even at smoke scale (alignment lowers the OTDD it
-    minimises, a bound is above the loss it bounds); report the others plainly.
+    ``kind="sanity"`` marks a check that holds by construction (it tests our code, not the
+    paper: label it so in the report); ``"claim"`` (default) a paper claim that can fail.
+    Assert only what must hold even at smoke scale; report the others plainly.
     """
-    c = Check(claim, bool(holds), detail, assert_holds, paper)
+    if kind not in CHECK_KINDS:
+        raise InvalidInputError(f"kind must be one of {CHECK_KINDS}, got {kind!r}")
+    c = Check(claim, bool(holds), detail, assert_holds, paper, kind)
     if assert_holds and not c.holds:
         raise AssertionError(f"claim failed: {claim} ({detail})")
     return c
@@ -1141,7 +1154,8 @@ def verdict_check(runs: pd.DataFrame, better: str, worse: str, *, claim: str | N
     if v.n_pairs == 0:
         return None
     detail = v.detail() + (f"; {paper}" if paper else "")
-    return Check(claim or f"{better} beats {worse}", v.holds, detail, False, paper, v.verdict)
+    return Check(claim or f"{better} beats {worse}", v.holds, detail, False, paper, "claim",
+                 v.verdict)
 
 
 def pairwise_check(table: pd.DataFrame, better: str, worse: str) -> Check | None:
@@ -1317,6 +1331,8 @@ class Report:
         md = [f"# {s.notebook} ({s.profile} profile{', DRY RUN' if dry else ''})", "",
               summary.strip(), "",
               markdown_table(table, columns), "", "## Direction checks", "",
+              "A *sanity check* holds by construction (it tests the code); a *paper claim* "
+              "is checked on our runs and can fail.", "",
               *([f"- {c.line()}" for c in self.checks] or ["- (none)"]), "",
               *[f"![{f}]({f})" for f in self.figures], "",
               f"Wall time: {wall:.0f} s. Seeds: {', '.join(map(str, s.seeds))}.", ""]
