@@ -6,8 +6,8 @@ seed, the training settings, body, profile and the split sizes, flattened to dot
 can be read back from ``results.json``. ``--resume`` continues a folder only when the saved
 fingerprint equals the requested one, and otherwise names every key that differs, before
 any model is built. Settings that do not change the numbers a run computes
-(:data:`NON_RESULT_TRAIN_KEYS`: progress bars, keeping the checkpoint, the device and the
-thread count) are left out, so a run may be resumed on another machine.
+(:data:`NON_RESULT_TRAIN_KEYS`: progress bars, keeping the checkpoint, the device, the
+thread count and experiment tracking) are left out, so a run may be resumed on another machine.
 
 :func:`plan_run` decides, with the folder's lock held, between a fresh run, a resumed one
 and a run that is already finished (``results.json`` complete: nothing to do).
@@ -23,7 +23,8 @@ from crossmodal.errors import InvalidInputError
 
 #: Training settings that do not change a run's numbers (beyond the last digits for
 #: ``num_threads``): they may differ between the interrupted run and its resumption.
-NON_RESULT_TRAIN_KEYS = frozenset({"progress", "keep_checkpoint", "device", "num_threads"})
+NON_RESULT_TRAIN_KEYS = frozenset({"progress", "keep_checkpoint", "device", "num_threads",
+                                   "log_with"})
 
 CHECKPOINT = "checkpoint.pt"
 RESULTS = "results.json"

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from crossmodal import tracking
 from crossmodal.errors import InvalidInputError, NonFiniteLossError, unknown_name
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -39,6 +40,12 @@ class TrainConfig:
 
     The learning rate warms up linearly for ``warmup_frac`` of the optimiser steps, then
     follows ``schedule`` down to zero (ORCA uses warm-up followed by a decay).
+
+    ``lr`` is the learning rate of every trained parameter, unless ``body_lr`` is set: then
+    the pretrained body's parameters (``model.body``) train at ``body_lr`` and the parts a
+    method adds fresh (embedder, head, ``extras``) at ``lr``. A randomly initialised embedder
+    and head need a larger step than the pretrained body tolerates (the smoke recipe in
+    :mod:`crossmodal.profiles`); the schedule scales both groups alike.
     """
 
     epochs: int = 3
@@ -46,6 +53,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     optimizer: str = "adamw"
     lr: float = 1e-4
+    body_lr: float | None = None
     weight_decay: float = 0.0
     momentum: float = 0.9
     schedule: str = "cosine"
@@ -61,6 +69,7 @@ class TrainConfig:
     #: dry runs (``--limit-batches``): every epoch stops after this many micro-batches and
     #: evaluation reads this many batches; ``None``: all.
     limit_batches: int | None = None
+    log_with: str | None = None  # "tensorboard" | "wandb" | "mlflow" (crossmodal.tracking)
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -72,6 +81,8 @@ class TrainConfig:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InvalidInputError(f"lr must be a positive number, got {self.lr}")
+        if self.body_lr is not None and not (self.body_lr >= 0 and math.isfinite(self.body_lr)):
+            raise InvalidInputError(f"body_lr must be a number >= 0 or None, got {self.body_lr}")
         if self.limit_batches is not None and self.limit_batches < 1:
             raise InvalidInputError(f"limit_batches must be >= 1 (or None for all), got "
                                     f"{self.limit_batches}")
@@ -159,10 +170,32 @@ def to_dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
     return TensorDataset(torch.as_tensor(x), torch.as_tensor(y))
 
 
-def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+def param_groups(params: Iterable[nn.Parameter], cfg: TrainConfig,
+                 body: nn.Module | None = None) -> list[dict]:
+    """Optimiser parameter groups: the new parts at ``cfg.lr``, ``body`` at ``cfg.body_lr``.
+
+    With ``cfg.body_lr`` None (or no ``body``) there is one group at ``cfg.lr``. Frozen
+    parameters are left out; empty groups are dropped.
+    """
     params = [p for p in params if p.requires_grad]
     if not params:
         raise InvalidInputError("nothing to train: every parameter is frozen")
+    if cfg.body_lr is None or body is None:
+        return [{"params": params, "lr": cfg.lr, "name": "all"}]
+    in_body = {id(p) for p in body.parameters()}
+    new = [p for p in params if id(p) not in in_body]
+    old = [p for p in params if id(p) in in_body]
+    groups = [{"params": new, "lr": cfg.lr, "name": "new"},
+              {"params": old, "lr": cfg.body_lr, "name": "body"}]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(params: Iterable[nn.Parameter] | list[dict], cfg: TrainConfig,
+                   body: nn.Module | None = None) -> torch.optim.Optimizer:
+    """The optimiser of ``cfg.optimizer`` over ``params`` (grouped by :func:`param_groups`)."""
+    params = list(params)
+    if not (params and isinstance(params[0], dict)):
+        params = param_groups(params, cfg, body)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)
@@ -326,13 +359,18 @@ def fit(
     loss_fn = loss_fn or task_loss_fn(task)
 
     cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
-    accelerator = Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision)
+    if cfg.log_with:
+        tracking.check_tracker(cfg.log_with)
+    accelerator = Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision,
+                              log_with=cfg.log_with or None,
+                              project_config=tracking.project_config(out, cfg.log_with))
     train_ds, test_ds = to_dataset(*splits["train"]), to_dataset(*splits["test"])
     sampler = EpochSampler(len(train_ds), cfg.seed)
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler)
     test_loader = DataLoader(test_ds, batch_size=cfg.eval_batch_size, shuffle=False)
 
-    optimizer = make_optimizer(params if params is not None else model.parameters(), cfg)
+    optimizer = make_optimizer(params if params is not None else model.parameters(), cfg,
+                               body=getattr(model, "body", None))
     # micro-batches per epoch (fewer in a dry run, --limit-batches)
     n_batches = len(train_loader) if cfg.limit_batches is None else min(len(train_loader),
                                                                          cfg.limit_batches)
@@ -365,6 +403,9 @@ def fit(
         (out / "metrics.jsonl").unlink()  # a fresh run starts a fresh log
 
     state = TrainState(epochs=cfg.epochs, steps_per_epoch=steps_per_epoch)
+    if cfg.log_with:
+        tracking.start(accelerator, cfg.log_with, {"task": task.key, **asdict(cfg)}, out,
+                       out.name)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
@@ -398,6 +439,10 @@ def fit(
             if (step + 1) % cfg.grad_accum == 0 or last:
                 if cfg.clip_grad:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                if cfg.log_with:  # the global optimiser step: a resumed run continues it
+                    accelerator.log({"train/loss": loss.item(),
+                                     "train/lr": optimizer.param_groups[0]["lr"]},
+                                    step=epoch * steps_per_epoch + step // cfg.grad_accum)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -413,6 +458,10 @@ def fit(
             "seconds": time.perf_counter() - t0,
         }
         history.append(record)
+        if cfg.log_with:
+            accelerator.log({f"epoch/{k}": record[k] for k in
+                             ("train_loss", "test_metric", "lr", "seconds")},
+                            step=(epoch + 1) * steps_per_epoch)
         if out is not None and accelerator.is_main_process:
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -431,6 +480,8 @@ def fit(
             )
         if on_epoch_end is not None:
             on_epoch_end(record)
+    if cfg.log_with:
+        accelerator.end_training()  # flush and close the trackers
     if remove_checkpoint and ckpt_path is not None and ckpt_path.exists() \
             and not cfg.keep_checkpoint:
         ckpt_path.unlink()  # the run is complete; results.json and metrics.jsonl remain
