@@ -9,6 +9,7 @@ This is what ``crossmodal run`` and the notebooks call::
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -202,12 +203,13 @@ def run(
         "wall_seconds": time.perf_counter() - t_start,
         "device": "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu",
         "data": data_kind,
+        "num_processes": int(os.environ.get("WORLD_SIZE", "1")),
         "dry_run": bool(dry) or data_kind == "fixture",
         "limit_batches": limit_batches,
         "batch_size": batch_size,
         "versions": package_versions(),
         "status": "complete",
     }
-    if out_dir is not None:
+    if out_dir is not None and int(os.environ.get("RANK", "0")) == 0:  # one writer
         write_json_atomic(result, out_dir / "results.json")
     return result
