@@ -105,8 +105,10 @@ def test_nan_loss_stops_with_epoch_and_step(tmp_path):
         return out * float("nan") if state.step == 1 else out
 
     cfg = TrainConfig(epochs=1, batch_size=4, progress=False)
-    with pytest.raises(NonFiniteLossError, match="epoch 1, step 2"):
+    with pytest.raises(NonFiniteLossError, match="epoch 1, step 2") as err:
         fit(model, task, {"train": (x, y), "test": (x, y)}, cfg, tmp_path, loss_fn=nan_loss)
+    # no checkpoint was written yet (epoch 1 never finished): the message must not claim one
+    assert "checkpoint" not in str(err.value) and not (tmp_path / "checkpoint.pt").exists()
 
 
 def test_nan_inputs_are_rejected_before_training():

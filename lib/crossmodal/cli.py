@@ -4,13 +4,13 @@
     crossmodal methods                        # registered methods and their options
     crossmodal run --task smoke_digits --method nft --profile smoke --out runs/x
     crossmodal reproduce --profile smoke      # run every notebook (papermill) into reports/
+    crossmodal sweep notebooks/main_results.ipynb --profile paper --executor slurm --runs-dir D
     crossmodal data download|verify|generate|list ...
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 from pathlib import Path
@@ -18,18 +18,13 @@ from pathlib import Path
 from crossmodal.errors import CrossmodalError
 
 
-def _parse_options(items: list[str] | None) -> dict:
-    """``["k=v", ...]`` -> dict, values parsed as Python literals when possible."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise CrossmodalError(f"option {item!r} must look like name=value")
-        key, value = item.split("=", 1)
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
+def _parse_options(items: list[str] | None) -> dict[str, str]:
+    """``["k=v", ...]`` -> ``{k: "v"}``; :func:`crossmodal.runner.run` parses each value
+    against the option's declared type (``false`` is False for a boolean, ``abc`` an error
+    for an integer), before any work."""
+    from crossmodal.validation import parse_assignments
+
+    return parse_assignments(items)
 
 
 def _data_present(task, root: Path) -> str:
@@ -86,7 +81,7 @@ def cmd_run(args) -> int:
         resume=args.resume, body=args.body, data_root=args.data_root,
         method_options=_parse_options(args.option), train_options=_parse_options(args.train),
         progress=not args.no_progress, limit_batches=args.limit_batches,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, log_with=args.log_with,
     )
     metric = result["metric"]
     print(json.dumps({
@@ -103,7 +98,8 @@ def cmd_reproduce(args) -> int:
     from crossmodal.reproduce import reproduce
 
     return reproduce(profile=args.profile, only=args.only, reports=args.reports,
-                     progress=not args.no_progress)
+                     notebooks=args.notebooks, progress=not args.no_progress,
+                     runs_dir=args.runs_dir, workers=args.workers)
 
 
 def cmd_data(argv: list[str]) -> int:
@@ -134,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="nft", help="method name (see `crossmodal methods`)")
     p.add_argument("--profile", default="smoke", choices=["smoke", "lab", "paper"])
     p.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the profile's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="0 .. 2**32-1 (default 0)")
     p.add_argument("--out", help="output folder (default runs/<task>/<method>/<profile>/seed<S>)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--body", help="override the profile's body (minilm, minilm-random, "
@@ -151,14 +147,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, metavar="B",
                    help="micro-batch size of every stage instead of the profile's "
                    "(accumulation and the rest stay; results.json: dry_run)")
+    p.add_argument("--log-with", choices=["tensorboard", "wandb", "mlflow"],
+                   help="log per-step loss and lr and per-epoch metrics through Accelerate's "
+                   "trackers into <out>/logs (TensorBoard: offline files; wandb runs offline "
+                   "unless WANDB_MODE is set; wandb and mlflow must be installed)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("reproduce", help="run the smoke/lab/paper reproduction into reports/")
     p.add_argument("--profile", default="smoke", choices=["smoke", "lab", "paper"])
     p.add_argument("--only", nargs="*", help="only these notebooks (names in notebooks/)")
     p.add_argument("--reports", default="reports", help="reports folder (default: reports)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="notebooks run at once, one process and one thread each (default 2)")
+    p.add_argument("--notebooks", default="notebooks",
+                   help="folder of the notebooks to run (default: notebooks, i.e. run from the "
+                   "repository root)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--runs-dir", help="collect: every notebook reads its finished runs from "
+                   "this `crossmodal sweep --runs-dir` instead of training")
     p.set_defaults(func=cmd_reproduce)
+
+    from crossmodal.sweep.command import add_parser as add_sweep_parser
+
+    add_sweep_parser(sub)
 
     sub.add_parser("data", help="download, verify or generate datasets (see `crossmodal data "
                    "--help`)", add_help=False)

@@ -10,6 +10,22 @@ body's own (pretrained, copied, trainable) position embeddings are added:
 patchify with kernel = stride = p, flattening the (image_size/p)^2 grid to a sequence, then
 LayerNorm (plus the body's position embeddings for text bodies, which have no 2D notion;
 Swin bodies use relative positions inside attention and get none).
+
+Token count (ORCA's ``Embeddings1D.get_stack_num``): given ORCA's ``target_seq_len`` T, the
+1D patch is the smallest divisor p of the input length L with L / p <= T, so N = L / p
+(:func:`orca_patch_size`; ECG: L = 1000, T = 64 -> p = 20, N = 50). ORCA's 2D embedder has
+no such rule (Swin: 224 px, p = 4, N = 3136).
+
+Initialisation (:func:`init_embedder`, ``embedder_init``):
+
+* ``"random"``: PyTorch's default initialisation of the convolution, a fresh LayerNorm
+  (gamma = 1, beta = 0), the copied position embeddings (the kit's historical default).
+* ``"source"`` (ORCA's ``embedder_init`` whenever the embedder is trained, i.e. every
+  ORCA run; PaRe's code does it unconditionally): the LayerNorm is copied from the body's
+  pretrained input layer (RoBERTa's embedding LayerNorm, Swin's patch-embedding LayerNorm);
+  the 2D convolution in front of a Swin body is Swin's pretrained 4x4 patch convolution,
+  its input channels tiled (and cut) to the task's channel count, and its bias; any other
+  convolution gets ORCA's ``conv_init`` (Xavier-uniform with gain sqrt(2), zero bias).
 """
 
 from __future__ import annotations
@@ -20,7 +36,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crossmodal.errors import InvalidInputError
+from crossmodal.errors import InvalidInputError, unknown_name
+
+EMBEDDER_INITS = ("random", "source")
+
+
+def orca_patch_size(length: int, target_seq_len: int) -> int:
+    """ORCA's 1D patch: the smallest divisor p of ``length`` with ``length / p <= target_seq_len``.
+
+    The sequence then has exactly ``length / p`` tokens, no padding (ORCA ``embedder.py``,
+    ``Embeddings1D.get_stack_num`` for a 768-wide body).
+    """
+    if length < 1 or target_seq_len < 1:
+        raise InvalidInputError(
+            f"the input length ({length}) and the token budget n_tokens ({target_seq_len}) "
+            "must be >= 1")
+    for p in range(1, length + 1):
+        if length % p == 0 and length // p <= target_seq_len:
+            return p
+    return length  # unreachable: p = length always qualifies
 
 
 def _positions(
@@ -117,3 +151,57 @@ class Embedder2D(nn.Module):
             ids = torch.arange(tokens.shape[1], device=x.device) + self.position_offset
             tokens = tokens + self.position_embeddings(ids)
         return tokens
+
+
+def _conv_init(conv: nn.Module) -> None:
+    """ORCA's ``conv_init``: Xavier-uniform weights with gain sqrt(2), zero bias."""
+    nn.init.xavier_uniform_(conv.weight, gain=math.sqrt(2.0))
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+
+
+@torch.no_grad()
+def init_embedder(embedder: nn.Module, source, mode: str = "random") -> None:
+    """Initialise an :class:`Embedder1D`/:class:`Embedder2D` (see the module docstring).
+
+    Parameters
+    ----------
+    embedder : the task embedder (its ``proj`` convolution and ``norm`` LayerNorm).
+    source : the body's :class:`~crossmodal.bodies.SourceEmbedder` (None: nothing to copy;
+        ``"source"`` then raises).
+    mode : ``"random"`` (leave the construction-time initialisation) or ``"source"``.
+    """
+    if mode not in EMBEDDER_INITS:
+        raise unknown_name("embedder_init", mode, EMBEDDER_INITS)
+    if mode == "random":
+        return
+    if source is None:
+        raise InvalidInputError(
+            "embedder_init='source' needs the body's pretrained input layer, and this body has "
+            "none: use embedder_init='random'")
+    emb = source.embeddings
+    if source.kind == "image":  # Swin's stem: patch_embed.proj (conv) + patch_embed.norm
+        src_norm, src_conv = emb.norm, emb.proj
+    else:  # transformers' embeddings: LayerNorm after word + position (+ type) embeddings
+        src_norm, src_conv = emb.LayerNorm, None
+    if src_norm.weight.shape != embedder.norm.weight.shape:
+        raise InvalidInputError(
+            f"the body's input LayerNorm has width {src_norm.weight.shape[0]} but the embedder "
+            f"{embedder.norm.weight.shape[0]}: use embedder_init='random'")
+    embedder.norm.weight.copy_(src_norm.weight)
+    embedder.norm.bias.copy_(src_norm.bias)
+    proj = embedder.proj
+    if src_conv is None or not isinstance(proj, nn.Conv2d):
+        _conv_init(proj)
+        return
+    k_src, k_tgt = tuple(src_conv.kernel_size), tuple(proj.kernel_size)
+    if k_src != k_tgt or src_conv.out_channels != proj.out_channels:
+        raise InvalidInputError(
+            f"the pretrained stem is a {k_src} convolution to {src_conv.out_channels} channels; "
+            f"the embedder's is {k_tgt} to {proj.out_channels}: use patch size "
+            f"{k_src[0]} or embedder_init='random'")
+    # ORCA tiles the stem's 3 input channels up to the task's C and keeps the first C
+    reps = proj.in_channels // src_conv.in_channels + 1
+    weight = torch.cat([src_conv.weight] * reps, dim=1)[:, : proj.in_channels]
+    proj.weight.copy_(weight)
+    proj.bias.copy_(src_conv.bias)

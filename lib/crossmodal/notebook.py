@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from crossmodal.errors import DataMissingError, InvalidInputError, unknown_name
+from crossmodal.profiles import METHOD_PROFILE_OPTIONS as _PROFILE_METHOD_OPTIONS
 from crossmodal.profiles import get_profile
 from crossmodal.reporting import package_versions, round_sig, write_json_atomic
 
@@ -68,16 +69,17 @@ ORCA_ABLATION_TASKS = ("Satellite", "DeepSEA", "ECG", "NinaPro", "CIFAR100", "Da
 
 @dataclass(frozen=True)
 class NotebookDefaults:
-    """Per-notebook defaults: tasks per profile and the smoke profile's extra shrink.
+    """Per-notebook defaults: tasks per profile and an optional smoke shrink.
 
-    ``smoke_*`` fields keep a notebook within its time budget (about a minute on 2 CPU
-    cores, since ``make test`` re-executes every notebook); ``None`` keeps the profile's own
-    value from :mod:`crossmodal.profiles`.
+    ``smoke_*`` fields override the smoke recipe (:data:`crossmodal.profiles.SMOKE_RECIPE`:
+    per-task epochs and subsets, the settings under which the smoke tasks are learnt);
+    ``None``, the default of every notebook, keeps the recipe, so that a notebook's smoke
+    runs are the runs of ``crossmodal run --profile smoke``.
     """
 
     tasks: dict[str, tuple[str, ...]]
-    smoke_max_train: int | None = 96
-    smoke_max_test: int | None = 64
+    smoke_max_train: int | None = None
+    smoke_max_test: int | None = None
     smoke_epochs: int | None = None
 
 
@@ -87,38 +89,29 @@ _GENERIC = NotebookDefaults(tasks={"smoke": ("smoke_gunpoint",), "lab": NB360_TA
 #: Defaults of the notebooks; a notebook without an entry gets :data:`_GENERIC`.
 NOTEBOOKS: dict[str, NotebookDefaults] = {
     "00_quickstart": NotebookDefaults(
-        tasks={"smoke": ("smoke_basicmotions",), "lab": ("Satellite",), "paper": ("Satellite",)},
-        smoke_epochs=2),
+        tasks={"smoke": ("smoke_basicmotions",), "lab": ("Satellite",), "paper": ("Satellite",)}),
     "main_results": NotebookDefaults(
         # every smoke task x every method: `make reproduce` leaves a result for each
         tasks={"smoke": ("smoke_gunpoint", "smoke_basicmotions", "smoke_digits",
                          "smoke_advection"),
-               "lab": NB360_TASKS + PDEBENCH_TASKS, "paper": NB360_TASKS + PDEBENCH_TASKS},
-        smoke_epochs=2),
+               "lab": NB360_TASKS + PDEBENCH_TASKS, "paper": NB360_TASKS + PDEBENCH_TASKS}),
     "orca_ablations": NotebookDefaults(
         tasks={"smoke": ("smoke_basicmotions",), "lab": ORCA_ABLATION_TASKS,
-               "paper": ORCA_ABLATION_TASKS},
-        smoke_epochs=2),
-    # the method studies (crossmodal.studies): 3 epochs where a curve over epochs is shown
+               "paper": ORCA_ABLATION_TASKS}),
     "pare_k_schedules": NotebookDefaults(
-        tasks={"smoke": ("smoke_basicmotions",), "lab": NB360_TASKS, "paper": NB360_TASKS},
-        smoke_epochs=3),
+        tasks={"smoke": ("smoke_basicmotions",), "lab": NB360_TASKS, "paper": NB360_TASKS}),
     "mona_discrepancy": NotebookDefaults(
         tasks={"smoke": ("smoke_gunpoint", "smoke_basicmotions"), "lab": NB360_TASKS,
-               "paper": NB360_TASKS},
-        smoke_epochs=3),
+               "paper": NB360_TASKS}),
     "recraft_bound_tightness": NotebookDefaults(
         tasks={"smoke": ("smoke_gunpoint", "smoke_basicmotions", "smoke_digits"),
-               "lab": NB360_TASKS, "paper": NB360_TASKS},
-        smoke_epochs=2),
+               "lab": NB360_TASKS, "paper": NB360_TASKS}),
     "recraft_kappa_sensitivity": NotebookDefaults(
         tasks={"smoke": ("smoke_basicmotions",), "lab": ("ECG", "Satellite", "NinaPro"),
-               "paper": ("ECG", "Satellite", "NinaPro")},
-        smoke_epochs=2),
+               "paper": ("ECG", "Satellite", "NinaPro")}),
     "modality_gap": NotebookDefaults(
         tasks={"smoke": ("smoke_basicmotions", "smoke_advection"),
-               "lab": NB360_TASKS + PDEBENCH_TASKS, "paper": NB360_TASKS + PDEBENCH_TASKS},
-        smoke_epochs=2, smoke_max_train=64, smoke_max_test=48),  # 8 runs: 4 methods x 2 tasks
+               "lab": NB360_TASKS + PDEBENCH_TASKS, "paper": NB360_TASKS + PDEBENCH_TASKS}),
 }
 
 
@@ -138,27 +131,58 @@ class NotebookSettings:
     profile: str
     tasks: list[str]
     seeds: list[int]
-    epochs: int | None  # None only in the paper profile: each task's paper epochs
-    max_train: int | None
+    epochs: int | None  # None: per task (smoke recipe, or the paper's epochs in ``paper``)
+    max_train: int | None  # None: per task (smoke recipe) or every sample (paper)
     max_test: int | None
     output_dir: Path
     data_root: Path | None = None
     progress: bool = False
     num_threads: int = 1
+    #: a ``crossmodal sweep`` runs folder: collect its finished runs instead of training
+    runs_dir: Path | None = None
+    #: run ids that the grid asked for and ``runs_dir`` does not hold (filled by run_grid)
+    missing_runs: list[str] = field(default_factory=list, repr=False)
 
     def describe(self) -> str:
         """One line per setting, for the notebook's first output."""
-        epochs = self.epochs if self.epochs is not None else "per task (paper Tables 12/13)"
-        return "\n".join([
-            f"notebook   {self.notebook}",
-            f"profile    {self.profile}: {get_profile(self.profile).description}",
-            f"tasks      {', '.join(self.tasks)}",
-            f"seeds      {', '.join(map(str, self.seeds))}",
-            f"epochs     {epochs}",
-            f"subsets    train <= {self.max_train or 'all'}, test <= {self.max_test or 'all'}",
-            f"threads    {self.num_threads} (torch intra-op threads, pinned)",
-            f"reports    {display_path(self.output_dir)}",
-        ])
+        lines = [f"notebook   {self.notebook}",
+                 f"profile    {self.profile}: {get_profile(self.profile).description}",
+                 f"tasks      {', '.join(self.tasks)}",
+                 f"seeds      {', '.join(map(str, self.seeds))}"]
+        if self.profile == "paper" and self.epochs is None:
+            lines.append("epochs     per task (paper Tables 12/13)")
+        # one line per task with what its runs actually use: no profile-wide summary that
+        # a per-task value could contradict
+        for key, t in self.task_settings().items():
+            lr = f"lr {t['lr']:g}" + (f" (body {t['body_lr']:g})" if t.get("body_lr") else "")
+            epochs = f"{t['epochs']} epochs, " if t["epochs"] is not None else ""
+            lines.append(f"  {key}: {epochs}batch {t['batch_size']}, {lr}, train <= "
+                         f"{t['max_train'] or 'all'}, test <= {t['max_test'] or 'all'}")
+        lines += [f"threads    {self.num_threads} (torch intra-op threads, pinned)",
+                  f"reports    {display_path(self.output_dir)}",
+                  *([f"runs       collected from {display_path(self.runs_dir)} (no training)"]
+                    if self.runs_dir is not None else [])]
+        return "\n".join(lines)
+
+    def task_settings(self) -> dict[str, dict[str, Any]]:
+        """Per task: the epochs, batch size, learning rates and subset sizes its runs use."""
+        from crossmodal.profiles import subset_sizes, train_defaults
+        from crossmodal.tasks import get_task
+
+        out = {}
+        for key in self.tasks:
+            spec = get_task(key)
+            try:
+                train = train_defaults(spec, self.profile)
+            except Exception:  # no paper hyperparameters for this task: nothing to show
+                train = {"epochs": None, "batch_size": "-", "lr": float("nan")}
+            cap_train, cap_test = subset_sizes(spec, self.profile)
+            out[key] = {"epochs": self.epochs if self.epochs is not None else train["epochs"],
+                        "batch_size": train["batch_size"], "lr": train["lr"],
+                        "body_lr": train.get("body_lr"),
+                        "max_train": self.max_train if self.max_train is not None else cap_train,
+                        "max_test": self.max_test if self.max_test is not None else cap_test}
+        return out
 
 
 def repo_root(start: Path | None = None) -> Path | None:
@@ -205,8 +229,9 @@ def as_list(value: Any) -> list | None:
 
 
 def default_seeds(profile: str) -> list[int]:
-    """One seed in smoke/lab; five in the paper profile (RECRAFT reports means of 5 runs)."""
-    return [0, 1, 2, 3, 4] if profile == "paper" else [0]
+    """Three seeds in smoke (every claim gets a paired verdict over seeds), one in lab, five
+    in the paper profile (RECRAFT reports means of 5 runs)."""
+    return {"paper": [0, 1, 2, 3, 4], "smoke": [0, 1, 2]}.get(profile, [0])
 
 
 def settings(
@@ -222,7 +247,8 @@ def settings(
     data_root: str | Path | None = None,
     check_data: bool = True,
     progress: bool = False,
-    num_threads: int = 1,
+    num_threads: int | None = None,
+    runs_dir: str | Path | None = None,
 ) -> NotebookSettings:
     """Resolve a notebook's parameters; fail at once when a task's data is missing.
 
@@ -237,12 +263,19 @@ def settings(
     output_dir : None gives ``reports/<notebook>/<profile>``.
     check_data : raise :class:`DataMissingError` naming the fetch commands of every task
         whose data is not on disk (before any training starts).
-    num_threads : torch threads, pinned here and in every run. One thread by default: on a
-        shared 2-core machine two intra-op threads per process oversubscribe the cores (we
-        measured a 10x slow-down), and one thread makes the printed numbers independent of
-        the machine's core count, which the nbval regression check relies on.
+    num_threads : torch threads, pinned here and in every run. None: ``$OMP_NUM_THREADS``
+        when set, else one (:func:`crossmodal.training.default_num_threads`): on a shared
+        2-core machine two intra-op threads per process oversubscribe the cores (we measured
+        a 10x slow-down), and one thread is what the committed reports were made with.
+    runs_dir : the runs folder of a ``crossmodal sweep`` of this notebook: :func:`run_grid`
+        reads each finished run from it instead of training, and the report marks the runs
+        it does not hold (see :mod:`crossmodal.sweep`).
     """
     prof = get_profile(profile)
+    if num_threads is None:
+        from crossmodal.training import default_num_threads
+
+        num_threads = default_num_threads()
     defaults = NOTEBOOKS.get(notebook, _GENERIC)
     if isinstance(tasks, str):
         tasks = [tasks]
@@ -257,17 +290,21 @@ def settings(
         seeds = [seeds]
     seed_list = [int(s) for s in seeds] if seeds is not None else default_seeds(prof.name)
     smoke = prof.name == "smoke"
-    if epochs is None:
-        epochs = defaults.smoke_epochs if smoke and defaults.smoke_epochs else prof.epochs
+    if epochs is None:  # smoke: the notebook's override, else per task (the recipe)
+        epochs = defaults.smoke_epochs if smoke else prof.epochs
     if epochs is not None and epochs < 1:
         raise InvalidInputError(f"epochs must be >= 1 or None, got {epochs}")
-    if max_train is None:
+    if max_train is None:  # smoke: the notebook's override, else per task (the recipe)
         max_train = defaults.smoke_max_train if smoke else prof.max_train
     if max_test is None:
         max_test = defaults.smoke_max_test if smoke else prof.max_test
     out = Path(output_dir) if output_dir else reports_root() / notebook / prof.name
     s = NotebookSettings(notebook, prof.name, task_list, seed_list, epochs, max_train, max_test,
-                         out, Path(data_root) if data_root else None, progress, num_threads)
+                         out, Path(data_root) if data_root else None, progress, num_threads,
+                         Path(runs_dir) if runs_dir else None)
+    if s.runs_dir is not None and not s.runs_dir.is_dir():
+        raise InvalidInputError(f"runs_dir {s.runs_dir} is not a folder; give the --runs-dir of a "
+                                f"`crossmodal sweep notebooks/{notebook}.ipynb` (or None to train)")
     import torch
 
     torch.set_num_threads(num_threads)
@@ -450,13 +487,72 @@ def available_methods(wanted: Sequence[str] = MAIN_METHODS) -> list[str]:
 
 
 def load_splits(nb: NotebookSettings, task: str, seed: int):
-    """A task's splits shrunk to the settings' subset sizes (seeded)."""
+    """A task's splits shrunk to the settings' subset sizes (seeded; None: the task's own
+    smoke recipe or profile sizes, as ``crossmodal run`` uses)."""
     from crossmodal.data.root import data_root as resolve_root
+    from crossmodal.profiles import subset_sizes
     from crossmodal.runner import subsample
     from crossmodal.tasks import get_task
 
-    splits = get_task(task).load(Path(resolve_root(nb.data_root)))
-    return subsample(splits, nb.max_train, nb.max_test, seed)
+    spec = get_task(task)
+    cap_train, cap_test = subset_sizes(spec, nb.profile)
+    splits = spec.load(Path(resolve_root(nb.data_root)))
+    return subsample(splits, nb.max_train if nb.max_train is not None else cap_train,
+                     nb.max_test if nb.max_test is not None else cap_test, seed)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a notebook's grid: what :func:`run_grid` trains (or collects).
+
+    ``identity`` is the run's full configuration (the method's config with its defaults
+    filled in, the resolved body, the profile's sizes, the probe) and ``run_id`` its folder
+    name in a sweep's runs directory (:func:`crossmodal.sweep.plan.run_id`).
+    """
+
+    task: str
+    seed: int
+    variant: Variant
+    body: str | None  # the body override (None: the profile's default, ``default_body``)
+    memo_key: tuple
+    identity: dict[str, Any]
+    run_id: str
+
+
+def plan_grid(
+    nb: NotebookSettings,
+    variants: Sequence[Variant | str],
+    *,
+    train_options: dict[str, Any] | None = None,
+    probe: Any = None,
+) -> list[PlannedRun]:
+    """The runs of :func:`run_grid`, in its order (task, then seed, then variant), untrained.
+
+    :mod:`crossmodal.sweep` submits these as jobs; :func:`run_grid` trains or collects them.
+    """
+    from crossmodal.profiles import default_body
+    from crossmodal.sweep.plan import probe_key, run_id
+    from crossmodal.tasks import get_task
+
+    vs = [Variant(v, v) if isinstance(v, str) else v for v in variants]
+    out = []
+    for task in nb.tasks:
+        default = default_body(get_task(task), nb.profile)
+        for seed in nb.seeds:
+            for v in vs:
+                body = v.body.format(default=default) if v.body else None
+                method, mcfg = v.method, _method_config(v.method, v.options)
+                cfg = repr(sorted(mcfg.items()))  # as _config_key, without a second build
+                identity = {"task": task, "seed": int(seed), "profile": nb.profile,
+                            "method": method, "method_config": mcfg,
+                            "body": body or default, "epochs": nb.epochs,
+                            "max_train": nb.max_train, "max_test": nb.max_test,
+                            "train_options": dict(sorted((train_options or {}).items())),
+                            "probe": probe_key(probe)}
+                out.append(PlannedRun(task, int(seed), v, body,
+                                      (task, seed, method, cfg, body or default), identity,
+                                      run_id(identity)))
+    return out
 
 
 def run_grid(
@@ -481,41 +577,59 @@ def run_grid(
     once: ablations share their reference variant (e.g. full ORCA). ``probe`` is passed to
     :func:`crossmodal.runner.run` (measurements of the model after stage 1 and each epoch);
     its records land in the ``probes`` column.
+
+    With ``nb.runs_dir`` set (a ``crossmodal sweep`` of the notebook) nothing trains: each
+    run's ``results.json`` is read from ``runs_dir/<run_id>/``; a run not there (not finished)
+    is left out of the frame, warned about and listed in ``nb.missing_runs`` (the report
+    marks it). No finished run at all is an error.
     """
     import json
 
     from tqdm.auto import tqdm
 
-    from crossmodal.profiles import default_body
     from crossmodal.runner import run
-    from crossmodal.tasks import get_task
 
     keep = nb.profile != "smoke" if keep_runs is None else keep_runs
-    vs = [Variant(v, v) if isinstance(v, str) else v for v in variants]
-    jobs = [(t, s, v) for t in nb.tasks for s in nb.seeds for v in vs]
-    rows, cached = [], {}
-    for task, seed, v in tqdm(jobs, desc=nb.notebook, disable=not nb.progress):
-        if (task, seed) not in cached:
-            cached = {(task, seed): load_splits(nb, task, seed)}
-        out = nb.output_dir / "runs" / task / _slug(v.name) / f"seed{seed}" if keep else None
-        done = out / "results.json" if out is not None else None
-        default = default_body(get_task(task), nb.profile)
-        body = v.body.format(default=default) if v.body else None
-        key = (task, seed, *_config_key(v.method, v.options), body or default)
-        if memo is not None and key in memo:
-            rows.append({**memo[key], "variant": v.name})
+    planned = plan_grid(nb, variants, train_options=train_options, probe=probe)
+    rows, cached, missing = [], {}, []
+    for p in tqdm(planned, desc=nb.notebook, disable=not nb.progress):
+        task, seed, v = p.task, p.seed, p.variant
+        if memo is not None and p.memo_key in memo:
+            rows.append({**memo[p.memo_key], "variant": v.name})
             continue
-        if done is not None and done.exists():
+        if nb.runs_dir is not None:
+            done = nb.runs_dir / p.run_id / "results.json"
+            if not done.exists():
+                missing.append(p.run_id)
+                continue
             r = json.loads(done.read_text())
         else:
-            extra = {"probe": probe} if probe is not None else {}
-            r = run(task, v.method, nb.profile, epochs=nb.epochs, seed=seed, out=out,
-                    body=body, data_root=nb.data_root, method_options=dict(v.options),
-                    train_options={"num_threads": nb.num_threads, **(train_options or {})},
-                    progress=False, splits=cached[(task, seed)], **extra)
+            if (task, seed) not in cached:
+                cached = {(task, seed): load_splits(nb, task, seed)}
+            out = nb.output_dir / "runs" / task / _slug(v.name) / f"seed{seed}" if keep else None
+            done = out / "results.json" if out is not None else None
+            if done is not None and done.exists():
+                r = json.loads(done.read_text())
+            else:
+                extra = {"probe": probe} if probe is not None else {}
+                r = run(task, v.method, nb.profile, epochs=nb.epochs, seed=seed, out=out,
+                        body=p.body, data_root=nb.data_root, method_options=dict(v.options),
+                        train_options={"num_threads": nb.num_threads, **(train_options or {})},
+                        progress=False, splits=cached[(task, seed)], **extra)
         rows.append(run_row(r, v.name))
         if memo is not None:
-            memo[key] = rows[-1]
+            memo[p.memo_key] = rows[-1]
+    if missing:
+        nb.missing_runs.extend(m for m in missing if m not in nb.missing_runs)
+        warnings.warn(f"{len(missing)} of {len(planned)} runs are not finished in "
+                      f"{display_path(nb.runs_dir)}: {', '.join(missing)}; the report marks "
+                      "them (see `crossmodal sweep --status`)", stacklevel=2)
+        if not rows:
+            raise DataMissingError(
+                f"none of the {len(planned)} runs of {nb.notebook} is finished in "
+                f"{nb.runs_dir}; run `crossmodal sweep notebooks/{nb.notebook}.ipynb --profile "
+                f"{nb.profile} --runs-dir {nb.runs_dir}` first, and `crossmodal sweep --status "
+                f"{nb.runs_dir}` to see where it stands")
     frame = pd.DataFrame(rows)
     if report is not None:
         report.add_runs(frame)
@@ -557,44 +671,34 @@ def _config_key(method: str, options: dict[str, Any]) -> tuple[str, str]:
     return method, repr(sorted(cfg.items()))
 
 
+def _method_config(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A method's full config as a dict (defaults filled in)."""
+    from crossmodal.methods import get_method
+
+    return dataclasses.asdict(get_method(method, **options).config)
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name).strip("_") or "run"
 
 
 # --------------------------------------------------------------------------- experiments
 
-#: Method options per profile that keep a method's extra stage within the notebook budget
-#: (smoke: ORCA aligns for 5 steps against 500 proxy sentences, MoNA meta-learns for 3
-#: steps, ...). Missing: the method's own defaults. Measured on smoke_gunpoint (50 samples,
-#: 2 epochs, 1 thread): each smoke run takes 3-15 s with these, up to 40 s without.
-METHOD_PROFILE_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
-    "orca": {"smoke": {"align_epochs": 5, "proxy_samples": 500, "eval_samples": 200},
-             "lab": {"proxy_samples": 2000}},
-    "pare": {"smoke": {"proxy_samples": 500}},
-    "mona": {"smoke": {"meta_steps": 3, "proxy_samples": 200, "discrepancy_trials": 10,
-                       "meta_batch_size": 8, "source_batch_size": 8}},
-    "recraft": {"smoke": {"fa_epochs": 5, "recal_epochs": 50, "fld_epochs": 1,
-                          "stage1_samples": 64, "proxy_samples": 200}},
-    "gap_adaptive_a": {"smoke": {"proxy_samples": 200, "gap_samples": 100}},
-    "gap_adaptive_b": {"smoke": {"proxy_samples": 500, "contrastive_epochs": 1}},
-}
+#: Method options per profile (moved to :mod:`crossmodal.profiles`, which ``crossmodal run``
+#: reads as well, so the CLI and the notebooks run the same settings).
+METHOD_PROFILE_OPTIONS = _PROFILE_METHOD_OPTIONS
 
 
 def method_options(method: str, profile: str, **overrides: Any) -> dict[str, Any]:
-    """A method's options for a profile (:data:`METHOD_PROFILE_OPTIONS`) with overrides.
+    """A method's options for a profile (:func:`crossmodal.profiles.method_defaults`) with
+    overrides.
 
     Profile defaults that the method's config does not have (it changed since) are dropped;
     ``overrides`` are passed on as given, so a misspelt one fails loudly in the run.
     """
-    defaults = METHOD_PROFILE_OPTIONS.get(method, {}).get(get_profile(profile).name, {})
-    try:
-        from crossmodal.methods import METHODS
+    from crossmodal.profiles import method_defaults
 
-        fields = {f.name for f in dataclasses.fields(METHODS[method].config_class)}
-        defaults = {k: v for k, v in defaults.items() if k in fields}
-    except KeyError:  # not registered: the run will say so
-        pass
-    return {**defaults, **overrides}
+    return {**method_defaults(method, profile), **overrides}
 
 
 def main_variants(methods: Sequence[str], profile: str) -> list[Variant]:
@@ -715,48 +819,57 @@ def _final_of(table: pd.DataFrame, task: str, variant: str) -> float | None:
     return float(row["ours"].iloc[0]) if len(row) else None
 
 
-def orca_ablation_checks(ablation: str, table: pd.DataFrame) -> list[Check]:
-    """The direction of each ablation's finding on our tasks (observed, not asserted: at
-    smoke scale one epoch and a hundred samples can go either way)."""
-    checks = []
-    for task in dict.fromkeys(table["task"]):
-        def final(v, task=task):
-            return _final_of(table, task, v)
+def orca_ablation_checks(ablation: str, table: pd.DataFrame,
+                         runs: pd.DataFrame | None = None) -> list[Check]:
+    """The direction of each ablation's finding on our tasks (observed, not asserted).
 
+    With ``runs`` (one row per run, as :func:`run_ablations` returns) each "A beats B"
+    finding gets a paired verdict over the seeds of each task (:func:`verdict_check`);
+    without, it is one comparison of the means in ``table``.
+    """
+    checks = []
+    if runs is not None and "ablation" in runs:
+        runs = runs[runs["ablation"] == ablation]
+
+    def judged(task, better, worse, claim, paper):
+        if runs is not None:
+            c = verdict_check(runs[runs["task"] == task], better, worse, claim=claim,
+                              paper=paper)
+            if c is not None:
+                return c
+        a, b = _final_of(table, task, better), _final_of(table, task, worse)
+        if a is None or b is None:
+            return None
+        return check_direction(claim, a < b, f"{fmt_value(a)} vs {fmt_value(b)}", paper=paper)
+
+    for task in dict.fromkeys(table["task"]):
         if ablation == "freezing":
-            full, body = final("freeze=none"), final("freeze=body")
-            if full is not None and body is not None:
-                checks.append(check_direction(
-                    f"{task}: fine-tuning the body matters (freeze=none beats freeze=body)",
-                    full < body, f"{fmt_value(full)} vs {fmt_value(body)}",
-                    paper="Fig. 7: fine-tuning the body is critical"))
+            checks.append(judged(
+                task, "freeze=none", "freeze=body",
+                f"{task}: fine-tuning the body matters (freeze=none beats freeze=body)",
+                "Fig. 7: fine-tuning the body is critical"))
         elif ablation == "pretraining":
-            pre, rnd = final("body 100% (pretrained)"), final("body 0% (random init)")
-            if pre is not None and rnd is not None:
-                checks.append(check_direction(
-                    f"{task}: the pretrained body beats the random one", pre < rnd,
-                    f"{fmt_value(pre)} vs {fmt_value(rnd)}",
-                    paper="Fig. 8: for 1D tasks pretraining is 'actually not necessary'"))
+            checks.append(judged(
+                task, "body 100% (pretrained)", "body 0% (random init)",
+                f"{task}: the pretrained body beats the random one",
+                "Fig. 8: for 1D tasks pretraining is 'actually not necessary'"))
         elif ablation == "proxy":
-            none = final("no alignment")
             for v in table.loc[table["task"] == task, "variant"]:
-                if v.startswith("proxy=") and none is not None:
-                    ours = final(v)
-                    checks.append(check_direction(
-                        f"{task}: alignment with {v} beats no alignment", ours < none,
-                        f"{fmt_value(ours)} vs {fmt_value(none)}",
-                        paper="Fig. 5: embedder training matters for 1D tasks"))
+                if v.startswith("proxy="):
+                    checks.append(judged(
+                        task, v, "no alignment", f"{task}: alignment with {v} beats no alignment",
+                        "Fig. 5: embedder training matters for 1D tasks"))
         elif ablation == "embedder_training":
             sub = table[table["task"] == task].copy()
             if "otdd_after" in sub and sub["otdd_after"].notna().sum() >= 2:
                 sub = sub.dropna(subset=["otdd_after"]).sort_values("align_epochs")
                 mono = bool((np.diff(sub["otdd_after"].to_numpy()) < 0).all())
                 checks.append(check_direction(
-                    f"{task}: more alignment epochs give a lower OTDD", mono,
+                    f"{task}: more alignment epochs give a lower OTDD (mean over seeds)", mono,
                     "OTDD after " + ", ".join(f"{int(e)}: {fmt_value(o)}" for e, o in
                                               zip(sub["align_epochs"], sub["otdd_after"])),
                     paper="Fig. 6: OTDD per embedder-training epoch"))
-    return checks
+    return [c for c in checks if c is not None]
 
 
 def ablation_table(runs: pd.DataFrame, profile: str) -> pd.DataFrame:
@@ -765,7 +878,9 @@ def ablation_table(runs: pd.DataFrame, profile: str) -> pd.DataFrame:
     g = runs.groupby(keys, sort=False)
     table = g.agg(method=("method", "first"), metric=("metric", "first"),
                   lower_is_better=("lower_is_better", "first"), ours=("final", "mean"),
-                  best=("best", "mean"), seeds=("seed", "nunique")).reset_index()
+                  ours_std=("final", "std"), best=("best", "mean"),
+                  seeds=("seed", "nunique")).reset_index()
+    table["ours ± std"] = mean_pm_std(table["ours"], table["ours_std"])
     al = alignment_frame(runs)
     if not al.empty:
         al = al.groupby(["task", "variant"], sort=False)[
@@ -808,6 +923,20 @@ def epoch_frame(runs: pd.DataFrame) -> pd.DataFrame:
             rows.append({"task": r["task"], "variant": r["variant"], "seed": r["seed"],
                          "epoch": e, "train_loss": loss, "test_metric": m})
     return pd.DataFrame(rows)
+
+
+def epoch_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per task x variant x epoch: train loss and test metric as mean ± std over seeds."""
+    ef = epoch_frame(runs)
+    if ef.empty:
+        return ef
+    g = ef.groupby(["task", "variant", "epoch"], sort=False)
+    out = g.agg(seeds=("seed", "nunique"), loss=("train_loss", "mean"),
+                loss_std=("train_loss", "std"), metric=("test_metric", "mean"),
+                metric_std=("test_metric", "std")).reset_index()
+    out["train loss"] = mean_pm_std(out["loss"], out["loss_std"])
+    out["test metric"] = mean_pm_std(out["metric"], out["metric_std"])
+    return out[["task", "variant", "epoch", "seeds", "train loss", "test metric"]]
 
 
 # --------------------------------------------------------------------------- tables
@@ -853,11 +982,52 @@ def compare_with_paper(
     table["rank_paper"] = (table.assign(_v=sign * table["paper"])
                            .groupby("task")["_v"].rank(method="min"))
     table["status"] = [status_of(profile, p) for p in table["paper"]]
+    table["ours ± std"] = mean_pm_std(table["ours"], table["ours_std"])
     if is_dry_run(runs):  # a dry run's numbers are no results: never beside a paper's
         table[["paper", "gap", "rel_gap_pct", "rank_paper"]] = np.nan
         table["paper_table"] = ""
         table["status"] = DRY_RUN_STATUS
     return table
+
+
+def mean_pm_std(mean: Sequence[float], std: Sequence[float], digits: int = 3) -> list[str]:
+    """``"mean ± std"`` strings (std over seeds; one seed prints the mean alone)."""
+    out = []
+    for m, sd in zip(mean, std):
+        ok = sd is not None and isinstance(sd, (float, int, np.floating)) and math.isfinite(sd)
+        out.append(f"{fmt_value(m, digits)} ± {fmt_value(sd, 2)}" if ok
+                   else fmt_value(m, digits))
+    return out
+
+
+def reference_table(nb: NotebookSettings) -> pd.DataFrame:
+    """The classical reference rows (:mod:`crossmodal.reference`) of a notebook's tasks, in the
+    columns of :func:`compare_with_paper` (mean ± std over the notebook's seeds)."""
+    from crossmodal.reference import reference_runs
+
+    ref = reference_runs(nb)
+    if ref.empty:
+        return pd.DataFrame()
+    g = ref.groupby(["task", "variant"], sort=False)
+    table = g.agg(method=("method", "first"), metric=("metric", "first"),
+                  lower_is_better=("lower_is_better", "first"), ours=("final", "mean"),
+                  ours_std=("final", "std"), seeds=("seed", "nunique")).reset_index()
+    table["paper"] = np.nan
+    table["status"] = "classical reference (raw inputs)"
+    table["ours ± std"] = mean_pm_std(table["ours"], table["ours_std"])
+    return table
+
+
+def with_reference(table: pd.DataFrame, nb: NotebookSettings) -> pd.DataFrame:
+    """``table`` with the reference rows of its tasks appended after each task's methods
+    (not ranked: they are not fine-tuning methods)."""
+    ref = reference_table(nb)
+    if ref.empty:
+        return table
+    parts = []
+    for task in dict.fromkeys(table["task"]):
+        parts += [table[table["task"] == task], ref[ref["task"] == task]]
+    return pd.concat(parts, ignore_index=True)
 
 
 def status_of(profile: str, paper: float) -> str:
@@ -908,30 +1078,49 @@ def _formatters(df: pd.DataFrame, digits: int) -> dict:
 # --------------------------------------------------------------------------- direction checks
 
 
+#: What a check is: ``"sanity"`` holds by construction (an implementation test shown in the
+#: report, e.g. "Algorithm 2's approximation >= the exact discrepancy"); ``"claim"`` is a
+#: paper's claim checked on our runs, which can fail.
+CHECK_KINDS = ("sanity", "claim")
+
+
 @dataclass
 class Check:
-    """A claim of a paper checked in its direction (smoke scale cannot match its numbers)."""
+    """A direction check: a paper claim on our runs (smoke scale cannot match its numbers),
+    or a sanity check that holds by construction (``kind``).
+
+    ``verdict`` (``holds``/``contradicted``/``inconclusive``) is set when the claim was judged
+    by a paired comparison over (task, seed) pairs (:mod:`crossmodal.verdicts`); ``holds`` is
+    then ``verdict == "holds"``. Without it the check is a single yes/no observation.
+    """
 
     claim: str
     holds: bool
     detail: str = ""
     asserted: bool = False
     paper: str = ""
+    kind: str = "claim"
+    verdict: str | None = None
 
     def line(self) -> str:
-        mark = "holds" if self.holds else "does NOT hold"
-        kind = "asserted" if self.asserted else "observed"
-        return f"[{mark}, {kind}] {self.claim}: {self.detail}"
+        mark = self.verdict or ("holds" if self.holds else "does NOT hold")
+        if self.kind == "sanity":
+            return f"[{mark}, sanity check: holds by construction] {self.claim}: {self.detail}"
+        how = "asserted" if self.asserted else "observed"
+        return f"[{mark}, paper claim, {how}] {self.claim}: {self.detail}"
 
 
 def check_direction(claim: str, holds: bool, detail: str = "", *, assert_holds: bool = False,
-                    paper: str = "") -> Check:
+                    paper: str = "", kind: str = "claim") -> Check:
     """Record a direction check; with ``assert_holds`` a failing claim raises AssertionError.
 
-    Assert only claims that must hold even at smoke scale (alignment lowers the OTDD it
-    minimises, a bound is above the loss it bounds); report the others plainly.
+    ``kind="sanity"`` marks a check that holds by construction (it tests our code, not the
+    paper: label it so in the report); ``"claim"`` (default) a paper claim that can fail.
+    Assert only what must hold even at smoke scale; report the others plainly.
     """
-    c = Check(claim, bool(holds), detail, assert_holds, paper)
+    if kind not in CHECK_KINDS:
+        raise InvalidInputError(f"kind must be one of {CHECK_KINDS}, got {kind!r}")
+    c = Check(claim, bool(holds), detail, assert_holds, paper, kind)
     if assert_holds and not c.holds:
         raise AssertionError(f"claim failed: {claim} ({detail})")
     return c
@@ -949,16 +1138,43 @@ def paper_wins(better: str, worse: str, tables: Sequence[str] = MAIN_TABLES,
     return wins, n
 
 
+def verdict_check(runs: pd.DataFrame, better: str, worse: str, *, claim: str | None = None,
+                  paper: str = "", variant_col: str = "variant") -> Check | None:
+    """The paired verdict on "``better`` beats ``worse``" over the (task, seed) pairs of
+    ``runs`` (one row per run, :func:`run_grid`), as a :class:`Check` with the numbers.
+
+    None when one of the two variants did not run. The rule (sign test and bootstrap
+    interval of the mean difference) is :func:`crossmodal.verdicts.paired_verdict`.
+    """
+    from crossmodal.verdicts import compare
+
+    if runs.empty or not {better, worse} <= set(runs[variant_col]):
+        return None
+    v = compare(runs, better, worse, variant_col=variant_col)
+    if v.n_pairs == 0:
+        return None
+    detail = v.detail() + (f"; {paper}" if paper else "")
+    return Check(claim or f"{better} beats {worse}", v.holds, detail, False, paper, "claim",
+                 v.verdict)
+
+
 def pairwise_check(table: pd.DataFrame, better: str, worse: str) -> Check | None:
-    """Does ``better`` beat ``worse`` on our tasks as it does on the paper's? (None: not run.)"""
+    """Does ``better`` beat ``worse`` on our tasks as it does on the paper's? (None: not run.)
+
+    Given the runs (one row per task x variant x seed, with ``seed`` and ``final``), the
+    claim gets a paired verdict over the (task, seed) pairs (:func:`verdict_check`); given a
+    table of means (one row per task x variant), it counts the tasks where it holds.
+    """
+    pw, pn = paper_wins(better, worse)
+    paper = f"paper: {pw}/{pn} tasks" if pn else "paper: no shared tasks"
+    if {"seed", "final"} <= set(table.columns):
+        return verdict_check(table, better, worse, paper=paper)
     ours = table.pivot_table(index="task", columns="variant", values="ours", aggfunc="mean")
     if better not in ours or worse not in ours:
         return None
     lower = table.groupby("task")["lower_is_better"].first()
     diff = (ours[better] - ours[worse]) * np.where(lower.loc[ours.index], 1.0, -1.0)
     wins, n = int((diff < 0).sum()), int(diff.notna().sum())
-    pw, pn = paper_wins(better, worse)
-    paper = f"paper: {pw}/{pn} tasks" if pn else "paper: no shared tasks"
     return check_direction(f"{better} beats {worse}", wins * 2 > n,
                            f"ours: {wins}/{n} tasks; {paper}", paper=paper)
 
@@ -969,9 +1185,11 @@ def pairwise_check(table: pd.DataFrame, better: str, worse: str) -> Check | None
 def plot_curves(runs: pd.DataFrame, column: str = "curve", ylabel: str | None = None,
                 title: str = "", panels: Sequence[str] = ("task",), xlabel: str = "epoch"):
     """A panel per value of ``panels`` (e.g. task, or ablation and task): ``column`` (a list
-    per run, e.g. the test metric per epoch) against its index, a line per variant (mean
-    over seeds)."""
+    per run, e.g. the test metric per epoch) against its index, a line per variant: the mean
+    over seeds with a band of ± one standard deviation (when there are several seeds).
+    Epochs and steps are whole numbers, so the x axis ticks integers only."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     keys = list(dict.fromkeys(map(tuple, runs[list(panels)].to_numpy())))
     ncol = min(4, len(keys))
@@ -987,14 +1205,20 @@ def plot_curves(runs: pd.DataFrame, column: str = "curve", ylabel: str | None = 
             if not curves:
                 continue
             n = min(map(len, curves))
-            mean = np.mean([c[:n] for c in curves], axis=0)
-            ax.plot(range(1, n + 1), mean, marker="o", label=variant)
+            values = np.array([c[:n] for c in curves], dtype=float)
+            mean, xs = values.mean(axis=0), np.arange(1, n + 1)
+            (line,) = ax.plot(xs, mean, marker="o", label=f"{variant} (n={len(curves)})")
+            if len(curves) > 1:
+                std = values.std(axis=0, ddof=1)
+                ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(" / ".join(map(str, key)), fontsize=9)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel or (sub["metric"].iloc[0] if column == "curve" else column))
         ax.legend(fontsize=7)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title + (" (mean ± std over seeds)" if runs["seed"].nunique() > 1
+                              else "") if "seed" in runs else title)
     return fig
 
 
@@ -1008,7 +1232,9 @@ def plot_bars(table: pd.DataFrame, value: str = "ours", title: str = ""):
     for ax, task in zip(axes, tasks):
         sub = table[table["task"] == task]
         xs = np.arange(len(sub))
-        ax.bar(xs, sub[value], color="tab:blue", label="ours")
+        err = sub[f"{value}_std"].fillna(0.0) if f"{value}_std" in sub else None
+        ax.bar(xs, sub[value], yerr=err, capsize=3, color="tab:blue",
+               label="ours (mean ± std over seeds)" if err is not None else "ours")
         if "paper" in sub and sub["paper"].notna().any():
             ax.scatter(xs, sub["paper"], color="tab:red", marker="_", s=300, label="paper")
         ax.set_xticks(xs, sub["variant"], rotation=45, ha="right", fontsize=8)
@@ -1082,6 +1308,8 @@ class Report:
         """
         s, out = self.settings, self.settings.output_dir
         wall = time.perf_counter() - self._t0
+        if s.runs_dir is not None and not any(c.claim == COLLECT_CLAIM for c in self.checks):
+            self.add_check(collect_check(s))
         table = table.copy()
         if "variant" not in table:
             table["variant"] = table["method"]
@@ -1103,6 +1331,8 @@ class Report:
         md = [f"# {s.notebook} ({s.profile} profile{', DRY RUN' if dry else ''})", "",
               summary.strip(), "",
               markdown_table(table, columns), "", "## Direction checks", "",
+              "A *sanity check* holds by construction (it tests the code); a *paper claim* "
+              "is checked on our runs and can fail.", "",
               *([f"- {c.line()}" for c in self.checks] or ["- (none)"]), "",
               *[f"![{f}]({f})" for f in self.figures], "",
               f"Wall time: {wall:.0f} s. Seeds: {', '.join(map(str, s.seeds))}.", ""]
@@ -1115,7 +1345,7 @@ class Report:
             "parameters": self.parameters,
             "settings": {k: (str(v) if isinstance(v, Path) else v)
                          for k, v in dataclasses.asdict(s).items()
-                         if k not in ("output_dir", "data_root")},
+                         if k not in ("output_dir", "data_root", "runs_dir", "missing_runs")},
             "seeds": s.seeds,
             "runs": _records(self.runs),
             "results": _records(table),
@@ -1124,6 +1354,8 @@ class Report:
             "checks": [dataclasses.asdict(c) for c in self.checks],
             "figures": self.figures,
             "extra": self.extra,
+            **({"runs_dir": display_path(s.runs_dir), "missing_runs": list(s.missing_runs)}
+               if s.runs_dir is not None else {}),
             "versions": package_versions(),
             "wall_seconds": wall,
             "status": "complete",
@@ -1137,6 +1369,19 @@ class Report:
         out = self.settings.output_dir
         names = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
         return f"{display_path(out)}/: " + ", ".join(names)
+
+
+COLLECT_CLAIM = "every run of the grid is finished in runs_dir"
+
+
+def collect_check(nb: NotebookSettings) -> Check:
+    """The mark of a report collected from a sweep: which runs of its grid were missing."""
+    missing = nb.missing_runs
+    detail = (f"{len(missing)} missing (not in the table): {', '.join(missing)}" if missing
+              else "all collected")
+    return check_direction(COLLECT_CLAIM, not missing,
+                           f"{display_path(nb.runs_dir)}: {detail}",
+                           paper="crossmodal sweep --status shows why")
 
 
 def _records(df: pd.DataFrame) -> list[dict]:

@@ -29,7 +29,7 @@ from functools import cache
 import numpy as np
 import torch
 
-from crossmodal.errors import DataMissingError, unknown_name
+from crossmodal.errors import DataMissingError, InvalidInputError, unknown_name
 
 #: Topic groups of ``pydoc_data.topics`` used as labels of the text proxy.
 PYDOC_GROUPS: dict[str, tuple[str, ...]] = {
@@ -71,6 +71,8 @@ class ProxyData:
     texts: list[str] | None = None
     images: np.ndarray | None = None
     description: str = ""
+    #: per-channel (mean, std) the images are normalised with before the source stem
+    image_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -135,9 +137,18 @@ def _paper_proxy(name: str):
             raise DataMissingError(
                 f"proxy {name!r} needs the downloaded data: crossmodal data download {name}"
             ) from err
-        return load_proxy_arrays(name, max_samples=max_samples, seed=seed)
+        data = load_proxy_arrays(name, max_samples=max_samples, seed=seed)
+        if name in IMAGE_NORMS:
+            data.image_norm = IMAGE_NORMS[name]
+        return data
 
     return load
+
+
+#: ORCA normalises its CIFAR-10 proxy with CIFAR-10's channel statistics before Swin's stem
+#: (``data_loaders.py`` ``load_cifar``); its training-time crop/flip augmentation of the
+#: proxy is not applied here (the proxy is embedded once, without augmentation).
+IMAGE_NORMS = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))}
 
 
 PROXIES = {
@@ -146,6 +157,13 @@ PROXIES = {
     "conll2003": _paper_proxy("conll2003"),
     "cifar10": _paper_proxy("cifar10"),
 }
+
+
+#: The modality of each proxy (what kind of body can embed it).
+PROXY_MODALITY = {"pydoc_topics": "text", "digits": "image", "conll2003": "text",
+                  "cifar10": "image"}
+TEXT_PROXIES = tuple(n for n, m in PROXY_MODALITY.items() if m == "text")
+IMAGE_PROXIES = tuple(n for n, m in PROXY_MODALITY.items() if m == "image")
 
 
 def load_proxy(name: str, max_samples: int | None = 5000, seed: int = 0) -> ProxyData:
@@ -162,26 +180,94 @@ def default_proxy(body_kind: str, profile: str) -> str:
     return "cifar10" if profile == "paper" else "digits"
 
 
+class ImageSourceTokens:
+    """Lazily embedded image-proxy tokens: ``tokens[idx]`` runs the pretrained stem on ``idx``.
+
+    Swin's stem makes 3136 x 128 floats (1.6 MB) per image, so 2000 proxy images would be
+    3.2 GB as one tensor; the stem is cheap (one 4x4 convolution and a LayerNorm), so the
+    tokens are computed when indexed, without gradients, and never stored. Supports what the
+    methods use of a ``(S, N, D)`` tensor: ``len``, ``shape``, indexing the first axis (int,
+    slice, index tensor) and ``.to(device)``.
+    """
+
+    def __init__(self, images: torch.Tensor, source, num_tokens: int, dim: int,
+                 device: torch.device | str | None = None) -> None:
+        self.images, self.source = images, source
+        self.shape = torch.Size((len(images), num_tokens, dim))
+        self.dtype = torch.float32
+        self.device = torch.device(device) if device is not None else source.device
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def dim(self) -> int:
+        return 3
+
+    def to(self, device) -> ImageSourceTokens:
+        return ImageSourceTokens(self.images, self.source, self.shape[1], self.shape[2], device)
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        if isinstance(idx, tuple):  # e.g. tokens[idx, :n]: embed the samples, then slice
+            return self[idx[0]][(slice(None), *idx[1:])]
+        if isinstance(idx, torch.Tensor):
+            idx = idx.cpu()
+        single = isinstance(idx, int)
+        batch = self.images[idx : idx + 1] if single else self.images[idx]
+        out = self.source.embed_images(batch).to(self.device)
+        return out[0] if single else out
+
+
+def _proxy_images(proxy: ProxyData) -> torch.Tensor:
+    images = torch.as_tensor(np.asarray(proxy.images, dtype=np.float32))
+    if proxy.image_norm is not None:
+        mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1)
+                     for v in proxy.image_norm)
+        images = (images - mean) / std
+    return images
+
+
+def _check_match(body, proxy: ProxyData):
+    src = body.source_embedder
+    if src is None:
+        raise InvalidInputError(
+            f"body {body.name!r} has no pretrained input layer to embed the proxy "
+            f"{proxy.name!r} with: use a text body (roberta-base, minilm) or swin-base")
+    if src.kind == "text" and proxy.texts is None:
+        raise InvalidInputError(
+            f"proxy {proxy.name!r} has images but body {body.name!r} is a text body: use a "
+            f"text proxy ({', '.join(TEXT_PROXIES)}) or --body swin-base")
+    if src.kind == "image" and proxy.images is None:
+        raise InvalidInputError(
+            f"proxy {proxy.name!r} is text but body {body.name!r} embeds images: use an image "
+            f"proxy ({', '.join(IMAGE_PROXIES)}) or a text body")
+    return src
+
+
 @torch.no_grad()
 def source_tokens(body, proxy: ProxyData, max_length: int = 64,
                   batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """The proxy through the body's own pretrained input layer: tokens (n, N, D) and mask (n, N).
 
     Text proxies go through the tokenizer and the pretrained word/position embeddings
-    (f^s of PaRe and MoNA). Cached on the proxy object per (body, max_length).
+    (f^s of PaRe and MoNA), at most ``max_length`` tokens, cached on the proxy object per
+    (body, max_length). Image proxies go through the vision body's pretrained stem (Swin:
+    resize to 224, 4x4 patch conv, LayerNorm; N = 3136), as ORCA embeds CIFAR-10; their
+    tokens are an :class:`ImageSourceTokens` computed when indexed, the mask all ones.
     """
+    src = _check_match(body, proxy)
     key = ("tokens", body.name, max_length)
     if key in proxy._cache:
         return proxy._cache[key]
-    if proxy.texts is None:
-        raise NotImplementedError(
-            "image proxies need a vision body's pretrained patch embedder (paper profile, Swin)"
-        )
-    src = body.source_embedder
-    src.max_length = max_length
+    if src.kind == "image":
+        images = _proxy_images(proxy)
+        probe = src.embed_images(images[:1])
+        tokens = ImageSourceTokens(images, src, probe.shape[1], probe.shape[2])
+        mask = torch.ones(len(images), probe.shape[1], dtype=torch.long)
+        proxy._cache[key] = (tokens, mask)
+        return proxy._cache[key]
     toks, masks = [], []
     for i in range(0, len(proxy), batch_size):
-        t, m = src.embed_texts(proxy.texts[i : i + batch_size])
+        t, m = src.embed_texts(proxy.texts[i : i + batch_size], max_length=max_length)
         pad = max_length - t.shape[1]  # pad every batch to max_length so they concatenate
         toks.append(torch.nn.functional.pad(t, (0, 0, 0, pad)))
         masks.append(torch.nn.functional.pad(m, (0, pad)))
@@ -189,8 +275,36 @@ def source_tokens(body, proxy: ProxyData, max_length: int = 64,
     return proxy._cache[key]
 
 
-def source_features(body, proxy: ProxyData, max_length: int = 64) -> torch.Tensor:
-    """Mean-pooled (over real tokens) source embeddings, (n, D): ORCA's proxy features."""
+@torch.no_grad()
+def source_features(body, proxy: ProxyData, max_length: int = 64,
+                    batch_size: int = 64) -> torch.Tensor:
+    """Mean-pooled (over real tokens) source embeddings, (n, D): ORCA's proxy features.
+
+    Image proxies: the mean of Swin's stem tokens per image (ORCA ``get_tgt_model``:
+    ``swin.embeddings(Resize(224)(x))``, then ``.mean(1)``), computed in batches.
+    """
     toks, mask = source_tokens(body, proxy, max_length)
+    if isinstance(toks, ImageSourceTokens):
+        return torch.cat([toks[i : i + batch_size].mean(1)
+                          for i in range(0, len(toks), batch_size)])
     m = mask.unsqueeze(-1).to(toks.dtype)
     return (toks * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def masked_token_mean(out: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of body outputs ``(n, N', D)`` over the real tokens marked in the input ``mask``.
+
+    A text body keeps the sequence length (N' = N), so the input mask applies to its outputs.
+    Swin merges patches (3136 input tokens -> 49 outputs); its source tokens have no padding
+    (an all-ones mask), so the plain mean is the masked mean.
+    """
+    if mask is None:
+        return out.mean(1)
+    if mask.shape[1] != out.shape[1]:
+        if not bool(mask.bool().all()):
+            raise InvalidInputError(
+                f"the body changed the sequence length ({mask.shape[1]} -> {out.shape[1]}) of "
+                "padded source tokens; a padding mask cannot be carried through it")
+        return out.mean(1)
+    m = mask.unsqueeze(-1).to(out.dtype)
+    return (out * m).sum(1) / m.sum(1).clamp_min(1.0)

@@ -41,12 +41,31 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
 
 
+def current_umask() -> int:
+    """The process's file-creation mask (read without changing it where the OS allows)."""
+    try:
+        with open("/proc/self/status") as f:  # Linux: no race with other threads
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(obj: Any, path: str | Path) -> Path:
-    """Write JSON through a temporary file and a rename: a crash never leaves half a file."""
+    """Write JSON through a temporary file and a rename: a crash never leaves half a file.
+
+    The file gets the permissions of an ordinary new file (``0o666`` less the umask), not the
+    owner-only ``0o600`` of the temporary file, so group members can read shared results.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, default=_default, allow_nan=False)
             f.write("\n")

@@ -32,8 +32,8 @@ def list_notebooks(notebooks: str | Path = "notebooks") -> list[str]:
     """Notebook names (file stems) in ``notebooks/``, sorted (``00_quickstart`` first)."""
     folder = Path(notebooks)
     if not folder.is_dir():
-        raise InvalidInputError(f"no notebooks folder at {folder}; run from the repository root "
-                                "or pass --notebooks")
+        raise InvalidInputError(f"no notebooks folder at {folder.absolute()}; run from the "
+                                "repository root or pass --notebooks PATH/TO/notebooks")
     return sorted(p.stem for p in folder.glob("*.ipynb") if not p.name.startswith("."))
 
 
@@ -64,8 +64,13 @@ def run_notebook(
     kernel: str = KERNEL,
     progress: bool = True,
     timeout: int | None = None,
+    runs_dir: str | Path | None = None,
 ) -> tuple[bool, float, str]:
-    """Execute one notebook; return (ok, seconds, error message)."""
+    """Execute one notebook; return (ok, seconds, error message).
+
+    ``runs_dir`` (a ``crossmodal sweep --runs-dir``) is passed as the notebook's ``runs_dir``
+    parameter: it collects the finished runs instead of training.
+    """
     import papermill as pm
 
     out_dir = reports / name / profile
@@ -77,7 +82,8 @@ def run_notebook(
     try:
         pm.execute_notebook(
             str(notebooks / f"{name}.ipynb"), str(out_dir / f"{name}.ipynb"),
-            parameters={"profile": profile, "output_dir": str(out_dir)},
+            parameters={"profile": profile, "output_dir": str(out_dir),
+                        **({"runs_dir": str(Path(runs_dir).resolve())} if runs_dir else {})},
             kernel_name=kernel, progress_bar=progress, cwd=os.getcwd(),
             execution_timeout=timeout, log_output=False,
         )
@@ -90,6 +96,15 @@ def run_notebook(
         msg = _short_error(err)
         (out_dir / "error.txt").write_text(f"{msg}\n\n{traceback.format_exc()}")
         return False, seconds, msg
+
+
+def _last_seconds(reports: Path, name: str, profile: str) -> float:
+    """The wall time of a notebook's last complete report (0 when there is none)."""
+    try:
+        doc = json.loads((reports / name / profile / "results.json").read_text())
+        return float(doc.get("wall_seconds") or 0.0)
+    except (OSError, ValueError):
+        return 0.0
 
 
 def _short_error(err: Exception) -> str:
@@ -127,13 +142,25 @@ def reproduce(
     kernel: str = KERNEL,
     timeout: int | None = None,
     update_notebooks: bool = False,
+    runs_dir: str | Path | None = None,
+    workers: int = 2,
 ) -> int:
-    """Run the notebooks with papermill; write ``reports/index.md``; 0 when all succeeded."""
+    """Run the notebooks with papermill; write ``reports/index.md``; 0 when all succeeded.
+
+    With ``runs_dir`` every notebook collects its runs from that sweep folder (no training).
+    ``workers`` notebooks run at once, each in its own process and Jupyter kernel with one
+    torch thread (the notebooks pin it), so two workers keep a 2-core machine busy without
+    oversubscribing it. The longest notebooks (by the wall time of their last report)
+    start first, so the total is close to max(longest, sum / workers).
+    """
     from crossmodal.profiles import get_profile
 
     profile = get_profile(profile).name
     notebooks, reports = Path(notebooks), Path(reports)
     names = select_notebooks(list_notebooks(notebooks), only)
+    if runs_dir is not None and not Path(runs_dir).is_dir():
+        raise InvalidInputError(f"--runs-dir {runs_dir} is not a folder; give the --runs-dir of "
+                                "your `crossmodal sweep` runs")
     if not kernel_available(kernel):
         raise CrossmodalError(
             f"the Jupyter kernel {kernel!r} is not installed; run `make setup`, or "
@@ -141,11 +168,12 @@ def reproduce(
         )
     status: dict[str, dict[str, Any]] = {}
     failures = []
-    for i, name in enumerate(names, start=1):
-        if progress:
-            print(f"[{i}/{len(names)}] {name} ({profile}) ...", flush=True)
-        ok, secs, msg = run_notebook(name, profile, notebooks=notebooks, reports=reports,
-                                     kernel=kernel, progress=progress, timeout=timeout)
+    order = sorted(names, key=lambda n: -_last_seconds(reports, n, profile))
+    kw = dict(notebooks=notebooks, reports=reports, kernel=kernel, progress=False,
+              timeout=timeout, runs_dir=runs_dir)
+    t0 = time.perf_counter()
+
+    def done(i: int, name: str, ok: bool, secs: float, msg: str) -> None:
         status[name] = {"ok": ok, "seconds": secs, "error": msg}
         if progress:
             print(f"[{i}/{len(names)}] {name}: {'ok' if ok else 'FAILED'} in {secs:.0f} s"
@@ -154,12 +182,35 @@ def reproduce(
             update_notebook(name, profile, notebooks=notebooks, reports=reports)
         if not ok:
             failures.append((name, msg))
+
+    if workers <= 1:
+        for i, name in enumerate(order, start=1):
+            if progress:
+                print(f"[{i}/{len(names)}] {name} ({profile}) ...", flush=True)
+            done(i, name, *run_notebook(name, profile, **{**kw, "progress": progress}))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # one torch/BLAS thread per kernel: the kernels inherit the environment
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        os.environ.setdefault("MKL_NUM_THREADS", "1")
+        if progress:
+            print(f"running {len(names)} notebooks in {workers} worker processes "
+                  f"(longest first): {', '.join(order)}", flush=True)
+        with ProcessPoolExecutor(max_workers=workers,
+                                 mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(run_notebook, name, profile, **kw): name for name in order}
+            for i, fut in enumerate(as_completed(futures), start=1):
+                done(i, futures[fut], *fut.result())
+    failures.sort(key=lambda f: names.index(f[0]))
+    wall = time.perf_counter() - t0
     index = write_index(reports, status={profile: status})
     total = sum(s["seconds"] for s in status.values())
-    print(f"\n{len(names) - len(failures)}/{len(names)} notebooks ok in {total:.0f} s; "
-          f"index: {index}")
+    print(f"\n{len(names) - len(failures)}/{len(names)} notebooks ok in {wall:.0f} s wall "
+          f"({total:.0f} s of notebook time, {max(workers, 1)} worker(s)); index: {index}")
     if failures:
-        print("Failed notebooks (the executed notebook and error.txt are in reports/<nb>/"
+        print(f"Failed notebooks (the executed notebook and error.txt are in {reports}/<nb>/"
               f"{profile}/):")
         for name, msg in failures:
             print(f"  {name}: {msg}")
@@ -245,7 +296,7 @@ def write_index(reports: str | Path,
         lines += ["", "Direction checks:", ""]
         for e in mine:
             for c in (e.get("results") or {}).get("checks", []):
-                mark = "holds" if c["holds"] else "does NOT hold"
+                mark = c.get("verdict") or ("holds" if c["holds"] else "does NOT hold")
                 kind = "asserted" if c.get("asserted") else "observed"
                 lines.append(f"- {e['notebook']}: [{mark}, {kind}] {c['claim']}: {c['detail']}")
         lines.append("")
@@ -271,11 +322,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=int, help="seconds per cell before giving up")
     p.add_argument("--update-notebooks", action="store_true",
                    help="copy the executed smoke notebooks back into notebooks/ (for nbval)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="notebooks run at once, one process and one thread each (default 2)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--runs-dir", help="collect the runs of this `crossmodal sweep` folder")
     args = p.parse_args(argv)
     try:
         return reproduce(args.profile, args.only, args.reports, args.notebooks,
-                         not args.no_progress, args.kernel, args.timeout, args.update_notebooks)
+                         not args.no_progress, args.kernel, args.timeout, args.update_notebooks,
+                         runs_dir=args.runs_dir, workers=args.workers)
     except CrossmodalError as err:
         print(f"crossmodal reproduce: error: {err}")
         return 2

@@ -9,7 +9,10 @@ This is what ``crossmodal run`` and the notebooks call::
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,10 +27,30 @@ from crossmodal.errors import InvalidInputError
 from crossmodal.methods import RunContext, get_method
 from crossmodal.metrics import get_metric
 from crossmodal.models import build_model
-from crossmodal.profiles import default_body, get_profile, train_defaults
+from crossmodal.profiles import (
+    default_body,
+    get_profile,
+    method_defaults,
+    subset_sizes,
+    train_defaults,
+)
 from crossmodal.reporting import package_versions, write_json_atomic
+from crossmodal.runlock import RunLock, clean_stale_temporaries
+from crossmodal.runstate import CHECKPOINT, plan_run, run_fingerprint
 from crossmodal.tasks import Splits, TaskSpec, get_task
 from crossmodal.training import TrainConfig, fit, seed_everything
+from crossmodal.validation import (
+    check_input_shapes,
+    check_out_dir,
+    check_seed,
+    coerce_options,
+    validate_splits,
+)
+
+#: Training settings that are arguments of :func:`run` (and flags of ``crossmodal run``),
+#: not ``train_options``: accepting both would leave two values for one setting.
+RUN_ARGUMENTS = {"seed": "--seed (run(seed=...))", "epochs": "--epochs (run(epochs=...))",
+                 "progress": "--no-progress (run(progress=...))"}
 
 
 def subsample(splits: Splits, max_train: int | None, max_test: int | None, seed: int) -> Splits:
@@ -45,9 +68,9 @@ def subsample(splits: Splits, max_train: int | None, max_test: int | None, seed:
 def load_task_data(task: TaskSpec, profile: str, data_root: str | Path | None = None,
                    seed: int = 0) -> Splits:
     """A task's splits, shrunk as the profile says."""
-    prof = get_profile(profile)
+    max_train, max_test = subset_sizes(task, profile)
     splits = task.load(resolve_data_root(data_root))
-    return subsample(splits, prof.max_train, prof.max_test, seed)
+    return subsample(splits, max_train, max_test, seed)
 
 
 def make_train_config(task: TaskSpec, profile: str, *, epochs: int | None = None, seed: int = 0,
@@ -62,6 +85,71 @@ def make_train_config(task: TaskSpec, profile: str, *, epochs: int | None = None
     if bad:
         raise InvalidInputError(f"unknown training option(s) {bad}; valid: {sorted(valid)}")
     return TrainConfig(seed=seed, **kwargs)
+
+
+def typed_method_options(method: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """``options`` parsed/checked against the method's config field types (before any work)."""
+    from crossmodal.methods import METHODS
+
+    get_method(method)  # an unknown method name: the error that lists the valid ones
+    return coerce_options(METHODS[method].config_class, options, flag="-o",
+                          label=f"option {{name}} of method {method!r}")
+
+
+def typed_train_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """``options`` parsed/checked against :class:`TrainConfig`'s field types."""
+    reserved = sorted(set(options or {}) & set(RUN_ARGUMENTS))
+    if reserved:
+        raise InvalidInputError(
+            f"training option(s) {', '.join(reserved)} are set by their own argument: use "
+            + ", ".join(RUN_ARGUMENTS[k] for k in reserved) + " instead of -t")
+    return coerce_options(TrainConfig, options, flag="-t", label="training option {name}")
+
+
+def one_run_per_folder(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Hold ``out``'s :class:`~crossmodal.runlock.RunLock` while ``fn`` runs.
+
+    The folder is checked first (a file, or not writable: a clear error before any work);
+    a second run into a folder in use stops at once naming the other process; a lock left
+    by a dead process is taken over. Stale temporary files of a killed run are removed.
+    """
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        out = signature.bind(*args, **kwargs).arguments.get("out")
+        if out is None:
+            return fn(*args, **kwargs)
+        existed = Path(out).exists()
+        with RunLock(check_out_dir(out), remove_if_empty=not existed) as lock:
+            if lock.held:  # not on the other ranks of a launch: rank 0 may be writing them
+                clean_stale_temporaries(lock.folder)
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def resolve_run(task: str | TaskSpec, method: str, profile: str, *, epochs: int | None = None,
+                seed: int = 0, method_options: dict[str, Any] | None = None,
+                train_options: dict[str, Any] | None = None, progress: bool = True,
+                dry: dict[str, Any] | None = None):
+    """The task spec, the configured method and the (validated) TrainConfig of a run.
+
+    The one place where a run's settings are resolved: the profile's training defaults per
+    task (the smoke recipe in ``smoke``), the profile's method stage options
+    (:func:`crossmodal.profiles.method_defaults`), then the caller's overrides (type-checked
+    before any work) and the dry-run switches. Both ``crossmodal run`` and the notebooks go
+    through it, so they run the same settings.
+    """
+    spec = get_task(task) if isinstance(task, str) else task
+    prof = get_profile(profile)
+    seed = check_seed(seed)
+    m = get_method(method, **{**method_defaults(method, prof),
+                              **typed_method_options(method, method_options)})
+    cfg = make_train_config(spec, profile, epochs=epochs, seed=seed, progress=progress,
+                            **{**typed_train_options(train_options), **(dry or {})})
+    cfg.validate()
+    return spec, m, cfg
 
 
 def dry_run_options(limit_batches: int | None, batch_size: int | None) -> dict[str, Any]:
@@ -86,6 +174,7 @@ def data_source_kind(root: Path | None, *, given: bool) -> str:
     return "fixture" if is_fixture_root(root) else "files"
 
 
+@one_run_per_folder
 def run(
     task: str | TaskSpec,
     method: str = "nft",
@@ -104,6 +193,7 @@ def run(
     probe: Callable[..., dict | None] | None = None,
     limit_batches: int | None = None,
     batch_size: int | None = None,
+    log_with: str | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one method on one task; return (and write) the result dict.
 
@@ -113,8 +203,12 @@ def run(
     epochs : fine-tuning epochs (None: the profile's default, the paper's for ``paper``).
     seed : seeds data subsets, initialisation, data order and dropout.
     out : output folder for results.json, metrics.jsonl and the checkpoint (None: nothing
-        written).
-    resume : continue an interrupted run in ``out`` from its last checkpoint.
+        written). Held under a lock for the whole run (:mod:`crossmodal.runlock`): a second
+        run into it is refused. A fresh run first removes an old results.json there.
+    resume : continue an interrupted run in ``out`` from its last checkpoint, which must have
+        been written with the same configuration (:mod:`crossmodal.runstate`; the differing
+        settings are listed otherwise). A finished run (complete results.json) is returned
+        as it is, without training.
     body : override the profile's body (e.g. ``"minilm-random"``).
     method_options, train_options : fields of the method's config / of TrainConfig.
     splits : use these arrays instead of loading the task's data (tests, notebooks).
@@ -130,19 +224,30 @@ def run(
     A run with either switch, or on a fixture data root (``crossmodal data fixtures``), is a
     *dry run*: ``results.json`` says so (``dry_run``, ``limit_batches``, ``batch_size``,
     ``data``) and reports never compare it with a paper.
+    log_with : ``"tensorboard"``, ``"wandb"`` or ``"mlflow"``: per-step loss and lr and
+        per-epoch metrics through Accelerate's trackers into ``out/logs``
+        (:mod:`crossmodal.tracking`; needs ``out``).
     """
     t_start = time.perf_counter()
-    spec = get_task(task) if isinstance(task, str) else task
-    prof = get_profile(profile)
-    m = get_method(method, **(method_options or {}))
+    # Every argument is checked before any work: a typo must not cost a stage-1 training.
     dry = dry_run_options(limit_batches, batch_size)
-    cfg = make_train_config(spec, profile, epochs=epochs, seed=seed, progress=progress,
-                            **{**(train_options or {}), **dry})
+    spec, m, cfg = resolve_run(task, method, profile, epochs=epochs, seed=seed,
+                               method_options=method_options, train_options=train_options,
+                               progress=progress, dry=dry)
+    seed = cfg.seed
+    prof = get_profile(profile)
+    if log_with is not None:  # fail before any training: unknown or not installed
+        from crossmodal.tracking import check_tracker, project_config
+
+        cfg.log_with = check_tracker(log_with)
+        project_config(out, log_with)
     seed_everything(seed, cfg.num_threads)
     splits_given = splits is not None
     if splits is None:
         splits = load_task_data(spec, profile, data_root, seed)
+    splits = validate_splits(spec, splits)  # user arrays too: shapes, dtypes, NaN, labels
     spec = spec_for_splits(spec, splits)  # generated PDE files are smaller than the paper's
+    check_input_shapes(spec, splits)
     out_dir = Path(out) if out is not None else None
     ctx = RunContext(profile=prof.name, seed=seed, out_dir=out_dir, progress=progress,
                      data_root=Path(resolve_data_root(data_root)),
@@ -150,11 +255,23 @@ def run(
     data_kind = data_source_kind(ctx.data_root, given=splits_given)
 
     body_name = m.body_name(body or default_body(spec, prof))
+    fingerprint = run_fingerprint(
+        task=spec.key, method=m.name, method_config=dataclasses.asdict(m.config), seed=seed,
+        train_config=dataclasses.asdict(cfg), body=body_name, profile=prof.name,
+        n_train=len(splits["train"][0]), n_test=len(splits["test"][0]))
+    plan, saved = plan_run(out_dir, fingerprint, resume)
+    if plan == "finished":
+        print(f"crossmodal: {out_dir} already holds this finished run (results.json); "
+              "nothing to train. Drop --resume to train it again.", file=sys.stderr)
+        return saved
+    # a checkpoint the interrupted run was asked to keep stays kept when it is resumed
+    keep_checkpoint = cfg.keep_checkpoint or bool(plan == "resume" and saved
+                                                  and saved.get("keep_checkpoint"))
     model = build_model(spec, body_name, seed=seed)
     m.prepare(model, spec, ctx)
 
     extra_state: dict[str, Any] = {}
-    resuming = resume and out_dir is not None and (out_dir / "checkpoint.pt").exists()
+    resuming = plan == "resume"
     if not resuming:
         extra_state["method_report"] = m.pretrain(model, spec, splits, ctx) or {}
 
@@ -177,6 +294,8 @@ def run(
         resume=resume,
         extra_state=extra_state,
         on_epoch_end=_probe if probe is not None else None,
+        run_config=fingerprint,
+        remove_checkpoint=False,  # removed below, once results.json is safely written
     )
     metric = get_metric(spec.metric)
     values = [h["test_metric"] for h in history]
@@ -212,4 +331,6 @@ def run(
     }
     if out_dir is not None and int(os.environ.get("RANK", "0")) == 0:  # one writer
         write_json_atomic(result, out_dir / "results.json")
+        if not keep_checkpoint:
+            (out_dir / CHECKPOINT).unlink(missing_ok=True)
     return result

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
+from crossmodal import tracking
 from crossmodal.errors import InvalidInputError, NonFiniteLossError, unknown_name
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -50,6 +51,12 @@ class TrainConfig:
 
     The learning rate warms up linearly for ``warmup_frac`` of the optimiser steps, then
     follows ``schedule`` down to zero (ORCA uses warm-up followed by a decay).
+
+    ``lr`` is the learning rate of every trained parameter, unless ``body_lr`` is set: then
+    the pretrained body's parameters (``model.body``) train at ``body_lr`` and the parts a
+    method adds fresh (embedder, head, ``extras``) at ``lr``. A randomly initialised embedder
+    and head need a larger step than the pretrained body tolerates (the smoke recipe in
+    :mod:`crossmodal.profiles`); the schedule scales both groups alike.
     """
 
     epochs: int = 3
@@ -57,6 +64,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     optimizer: str = "adamw"
     lr: float = 1e-4
+    body_lr: float | None = None
     weight_decay: float = 0.0
     momentum: float = 0.9
     schedule: str = "cosine"
@@ -64,7 +72,7 @@ class TrainConfig:
     grad_accum: int = 1
     clip_grad: float | None = 1.0
     seed: int = 0
-    num_threads: int | None = 2
+    num_threads: int | None = field(default_factory=lambda: default_num_threads())
     mixed_precision: str = "no"
     device: str = "auto"
     progress: bool = True
@@ -72,6 +80,7 @@ class TrainConfig:
     #: dry runs (``--limit-batches``): every epoch stops after this many micro-batches and
     #: evaluation reads this many batches; ``None``: all.
     limit_batches: int | None = None
+    log_with: str | None = None  # "tensorboard" | "wandb" | "mlflow" (crossmodal.tracking)
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -83,6 +92,8 @@ class TrainConfig:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InvalidInputError(f"lr must be a positive number, got {self.lr}")
+        if self.body_lr is not None and not (self.body_lr >= 0 and math.isfinite(self.body_lr)):
+            raise InvalidInputError(f"body_lr must be a number >= 0 or None, got {self.body_lr}")
         if self.limit_batches is not None and self.limit_batches < 1:
             raise InvalidInputError(f"limit_batches must be >= 1 (or None for all), got "
                                     f"{self.limit_batches}")
@@ -124,6 +135,22 @@ class BatchBudget:
             yield item
 
 
+def default_num_threads() -> int:
+    """Torch's CPU threads for a run: ``$OMP_NUM_THREADS`` when set, else 1.
+
+    One thread is the default because it measured fastest where the kit is developed (a
+    shared 2-core machine: 4.5x faster than two threads on smoke_gunpoint) and because the
+    notebooks use it, so a CLI run gives the notebooks' numbers to the last digit. On a
+    dedicated many-core machine set ``OMP_NUM_THREADS`` (or ``-t num_threads=N``).
+    """
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    try:
+        n = int(value.split(",")[0]) if value else 1  # OpenMP allows "4,2" (nested levels)
+    except ValueError:
+        return 1
+    return max(n, 1)
+
+
 def seed_everything(seed: int, num_threads: int | None = None) -> None:
     """Seed python, numpy and torch; pin torch's CPU threads (determinism across runs)."""
     random.seed(seed)
@@ -154,10 +181,32 @@ def to_dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
     return TensorDataset(torch.as_tensor(x), torch.as_tensor(y))
 
 
-def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+def param_groups(params: Iterable[nn.Parameter], cfg: TrainConfig,
+                 body: nn.Module | None = None) -> list[dict]:
+    """Optimiser parameter groups: the new parts at ``cfg.lr``, ``body`` at ``cfg.body_lr``.
+
+    With ``cfg.body_lr`` None (or no ``body``) there is one group at ``cfg.lr``. Frozen
+    parameters are left out; empty groups are dropped.
+    """
     params = [p for p in params if p.requires_grad]
     if not params:
         raise InvalidInputError("nothing to train: every parameter is frozen")
+    if cfg.body_lr is None or body is None:
+        return [{"params": params, "lr": cfg.lr, "name": "all"}]
+    in_body = {id(p) for p in body.parameters()}
+    new = [p for p in params if id(p) not in in_body]
+    old = [p for p in params if id(p) in in_body]
+    groups = [{"params": new, "lr": cfg.lr, "name": "new"},
+              {"params": old, "lr": cfg.body_lr, "name": "body"}]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(params: Iterable[nn.Parameter] | list[dict], cfg: TrainConfig,
+                   body: nn.Module | None = None) -> torch.optim.Optimizer:
+    """The optimiser of ``cfg.optimizer`` over ``params`` (grouped by :func:`param_groups`)."""
+    params = list(params)
+    if not (params and isinstance(params[0], dict)):
+        params = param_groups(params, cfg, body)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)
@@ -273,6 +322,30 @@ def broadcast_model(model: nn.Module) -> None:
             dist.broadcast(t.data, src=0)
 
 
+def resume_differences(saved: dict, cfg: TrainConfig, run_config: dict | None = None
+                       ) -> list[str]:
+    """The settings a checkpoint was written with that differ from this run's.
+
+    ``saved`` is the checkpoint dict; compared are every training setting that changes the
+    numbers (see :data:`crossmodal.runstate.NON_RESULT_TRAIN_KEYS`) and, when both sides
+    have one, the run's full configuration fingerprint (task, method, options, seed, ...).
+    """
+    from crossmodal.runstate import (
+        NON_RESULT_TRAIN_KEYS,
+        config_differences,
+        fingerprint_of_checkpoint,
+    )
+
+    diffs = config_differences(
+        {f"train.{k}": v for k, v in saved.get("config", {}).items()
+         if k not in NON_RESULT_TRAIN_KEYS},
+        {f"train.{k}": v for k, v in asdict(cfg).items()})
+    if run_config is not None and "run_config" in saved:
+        diffs += [d for d in config_differences(fingerprint_of_checkpoint(saved), run_config)
+                  if d not in diffs]
+    return diffs
+
+
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -292,6 +365,8 @@ def fit(
     extra_state: dict | None = None,
     on_epoch_start: Callable[[TrainState], None] | None = None,
     on_epoch_end: Callable[[dict], None] | None = None,
+    run_config: dict | None = None,
+    remove_checkpoint: bool = True,
 ) -> list[dict]:
     """Train ``model`` on ``splits["train"]``, evaluating ``task.metric`` on ``splits["test"]``.
 
@@ -307,6 +382,12 @@ def fit(
     resume : continue from ``out_dir/checkpoint.pt`` if it exists.
     extra_state : a dict saved in (and restored from) the checkpoint, for method state.
     on_epoch_start, on_epoch_end : callbacks (``on_epoch_end`` receives the epoch record).
+    run_config : the run's configuration fingerprint
+        (:func:`crossmodal.runstate.run_fingerprint`), saved in the checkpoint; resuming
+        refuses a checkpoint whose fingerprint or training settings differ, naming the keys.
+    remove_checkpoint : delete the checkpoint when training is complete (unless
+        ``cfg.keep_checkpoint``). :func:`crossmodal.runner.run` passes False and deletes it
+        itself only after results.json is written, so a crash in between loses nothing.
 
     Returns
     -------
@@ -320,7 +401,9 @@ def fit(
     seed_everything(cfg.seed, cfg.num_threads)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        from crossmodal.validation import check_out_dir
+
+        check_out_dir(out)  # a file or a read-only folder: a clear error, not a traceback
     ckpt_path = out / "checkpoint.pt" if out is not None else None
     loss_fn = loss_fn or task_loss_fn(task)
 
@@ -328,14 +411,19 @@ def fit(
     world = int(os.environ.get("WORLD_SIZE", "1"))
     # one global batch of cfg.batch_size split across processes: the one-process update
     split = world > 1 and cfg.batch_size % world == 0 and cfg.eval_batch_size % world == 0
+    if cfg.log_with:
+        tracking.check_tracker(cfg.log_with)
     accelerator = Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision,
-                              dataloader_config=DataLoaderConfiguration(split_batches=split))
+                              dataloader_config=DataLoaderConfiguration(split_batches=split),
+                              log_with=cfg.log_with or None,
+                              project_config=tracking.project_config(out, cfg.log_with))
     train_ds, test_ds = to_dataset(*splits["train"]), to_dataset(*splits["test"])
     sampler = EpochSampler(len(train_ds), cfg.seed)
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler)
     test_loader = DataLoader(test_ds, batch_size=cfg.eval_batch_size, shuffle=False)
 
-    optimizer = make_optimizer(params if params is not None else model.parameters(), cfg)
+    optimizer = make_optimizer(params if params is not None else model.parameters(), cfg,
+                               body=getattr(model, "body", None))
     # micro-batches per epoch (fewer in a dry run, --limit-batches)
     n_batches = len(train_loader) if cfg.limit_batches is None else min(len(train_loader),
                                                                          cfg.limit_batches)
@@ -351,12 +439,12 @@ def fit(
     history: list[dict] = []
     start_epoch = 0
     if resume and ckpt_path is not None and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ckpt["config"]["epochs"] != cfg.epochs:
-            raise InvalidInputError(
-                f"{ckpt_path} was written by a run of {ckpt['config']['epochs']} epochs; resume "
-                f"it with the same number of epochs (got {cfg.epochs}) or use a new --out"
-            )
+        from crossmodal.runstate import load_checkpoint, mismatch_error
+
+        ckpt = load_checkpoint(ckpt_path)
+        diffs = resume_differences(ckpt, cfg, run_config)
+        if diffs:  # e.g. another seed or lr: its results would be labelled with settings
+            raise mismatch_error(ckpt_path, diffs)  # that never ran
         accelerator.unwrap_model(model).load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -373,6 +461,9 @@ def fit(
             (out / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
 
     state = TrainState(epochs=cfg.epochs, steps_per_epoch=steps_per_epoch)
+    if cfg.log_with:
+        tracking.start(accelerator, cfg.log_with, {"task": task.key, **asdict(cfg)}, out,
+                       out.name)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
@@ -398,8 +489,9 @@ def fit(
                 raise NonFiniteLossError(
                     f"the training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}"
                     f" (lr {cfg.lr}). Lower the learning rate, keep gradient clipping on, or "
-                    "check the inputs for extreme values; the last good checkpoint is kept"
-                    + (f" in {ckpt_path}" if ckpt_path else "")
+                    "check the inputs for extreme values"
+                    + (f"; the last good checkpoint is kept in {ckpt_path}"
+                       if ckpt_path is not None and ckpt_path.exists() else "")
                 )
             accelerator.backward(loss / cfg.grad_accum)
             last = step + 1 == n_batches
@@ -407,6 +499,10 @@ def fit(
                 average_gradients(p for g in optimizer.param_groups for p in g["params"])
                 if cfg.clip_grad:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                if cfg.log_with:  # the global optimiser step: a resumed run continues it
+                    accelerator.log({"train/loss": loss.item(),
+                                     "train/lr": optimizer.param_groups[0]["lr"]},
+                                    step=epoch * steps_per_epoch + step // cfg.grad_accum)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -422,6 +518,10 @@ def fit(
             "seconds": time.perf_counter() - t0,
         }
         history.append(record)
+        if cfg.log_with:
+            accelerator.log({f"epoch/{k}": record[k] for k in
+                             ("train_loss", "test_metric", "lr", "seconds")},
+                            step=(epoch + 1) * steps_per_epoch)
         if out is not None and accelerator.is_main_process:
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -434,12 +534,16 @@ def fit(
                     "history": history,
                     "config": asdict(cfg),
                     "extra_state": extra_state or {},
+                    **({"run_config": run_config} if run_config is not None else {}),
                 },
                 ckpt_path,
             )
         if on_epoch_end is not None:
             on_epoch_end(record)
+    if cfg.log_with:
+        accelerator.end_training()  # flush and close the trackers
     accelerator.wait_for_everyone()
-    if (ckpt_path is not None and not cfg.keep_checkpoint and accelerator.is_main_process):
+    if (remove_checkpoint and ckpt_path is not None and not cfg.keep_checkpoint
+            and accelerator.is_main_process):
         ckpt_path.unlink(missing_ok=True)  # the run is complete; results.json and metrics remain
     return history

@@ -59,7 +59,7 @@ def test_bad_options_are_explained():
         get_method("orca", align_score="wasserstein")
 
 
-@pytest.mark.parametrize("score", ["otdd", "mmd", "l2"])
+@pytest.mark.parametrize("score", ["otdd", "mmd", "l2", "mean_l2", "mmd_multiscale"])
 def test_each_alignment_score_trains_the_embedder(score):
     model = build_model("smoke_gunpoint", "minilm")
     before = [p.detach().clone() for p in model.embedder.parameters()]

@@ -12,8 +12,14 @@ where :math:`W(y, y')` is a distance between the class-conditional feature cloud
 :math:`\{x : \text{label}(x) = y\}` and :math:`\{x' : \text{label}(x') = y'\}`:
 
 * ``inner="exact"``: the entropic OT value :math:`\mathrm{OT}_\varepsilon` with
-  :math:`\varepsilon` = ``entreg`` on the cost :math:`\|x - x'\|^2` (not halved, not debiased,
-  uniform weights), solved with the same epsilon-annealing as the outer problem;
+  :math:`\varepsilon` = ``entreg`` on the cost :math:`\|x - x'\|^2` (not halved, uniform
+  weights), solved with the same epsilon-annealing as the outer problem. By default it is
+  not debiased (microsoft/otdd's default ``inner_ot_debiased=False``); with
+  ``inner_debiased=True`` (what ORCA's call passes) it is the Sinkhorn divergence
+  :math:`\mathrm{OT}_\varepsilon(\alpha_y, \beta_{y'}) - \tfrac12
+  \mathrm{OT}_\varepsilon(\alpha_y, \alpha_y) - \tfrac12 \mathrm{OT}_\varepsilon(\beta_{y'},
+  \beta_{y'})` of the two class clouds (geomloss ``debias=True``, as microsoft/otdd's
+  ``pwdist_exact`` computes it);
 * ``inner="gaussian"``: :math:`\|\mu - \mu'\|^2 + \mathrm{Bures}^2(\Sigma, \Sigma')`
   with unbiased (n - 1) class covariances.
 
@@ -131,8 +137,10 @@ def _diameters(mins_a, maxs_a, mins_b, maxs_b) -> list[float]:
 
 
 def _exact_pairs(a: _Side, b: _Side, ia: torch.Tensor, ib: torch.Tensor, entreg: float,
-                 scaling: float) -> torch.Tensor:
+                 scaling: float, debiased: bool = False) -> torch.Tensor:
     """Entropic OT between classes ``a[ia[k]]`` and ``b[ib[k]]`` for every k, shape (K,).
+
+    ``debiased``: the Sinkhorn divergence of each pair instead of the raw OT value.
 
     Pairs are grouped by the length of their annealing schedule (each pair keeps its own
     schedule, as a separate geomloss call would) and solved as padded batches.
@@ -158,14 +166,20 @@ def _exact_pairs(a: _Side, b: _Side, ia: torch.Tensor, ib: torch.Tensor, entreg:
             ja, jb = ia[sel], ib[sel]
             eps = torch.tensor([[schedules[k][t] for k in chunk] for t in range(length)],
                                dtype=a.x.dtype, device=a.x.device).unsqueeze(2)
-            cost = _sinkhorn.DenseCost(a.xs[ja, :na], b.xs[jb, :nb], power=2, kappa=1.0)
+            ua, vb = a.xs[ja, :na], b.xs[jb, :nb]
+            cost = _sinkhorn.DenseCost(ua, vb, power=2, kappa=1.0)
+            kw = {}
+            if debiased:  # the two self-problems share the pair's annealing schedule
+                kw = {"cost_xx": _sinkhorn.DenseCost(ua, ua, power=2, kappa=1.0),
+                      "cost_yy": _sinkhorn.DenseCost(vb, vb, power=2, kappa=1.0)}
             vals.append(_sinkhorn.solve(a.weights[ja, :na], b.weights[jb, :nb], cost,
-                                        list(eps.unbind(0))))
+                                        list(eps.unbind(0)), **kw))
             where.append(sel)
     return out.index_put((torch.cat(where),), torch.cat(vals))
 
 
-def _exact_table(a: _Side, b: _Side, entreg: float, scaling: float, symmetric: bool):
+def _exact_table(a: _Side, b: _Side, entreg: float, scaling: float, symmetric: bool,
+                 debiased: bool = False):
     """Label-distance table (Ca, Cb) in the exact mode (only i < j when ``symmetric``)."""
     ca, cb = a.n_classes, b.n_classes
     if symmetric:
@@ -174,7 +188,7 @@ def _exact_table(a: _Side, b: _Side, entreg: float, scaling: float, symmetric: b
         ia, ib = (g.reshape(-1) for g in torch.meshgrid(
             torch.arange(ca, device=a.x.device), torch.arange(cb, device=a.x.device),
             indexing="ij"))
-    vals = _exact_pairs(a, b, ia, ib, entreg, scaling)
+    vals = _exact_pairs(a, b, ia, ib, entreg, scaling, debiased)
     table = vals.new_zeros(ca, cb).index_put((ia, ib), vals)
     if symmetric:
         table = table + table.transpose(0, 1)
@@ -240,6 +254,9 @@ class OTDDSource:
     entreg : float
         Entropic regularisation of the inner (exact) problems; the outer problem takes its own
         ``entreg`` in :meth:`distance` (the same default, 0.1).
+    inner_debiased : bool
+        Debias the exact label-to-label distances (microsoft/otdd's ``inner_ot_debiased``;
+        default False as there, ORCA passes True); fixed for this source.
     small_classes : {"error", "drop"}
         What to do with classes of fewer than 2 samples.
     device : str or torch.device, optional
@@ -252,8 +269,12 @@ class OTDDSource:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, *, inner: str = "exact",
                  entreg: float = 0.1, small_classes: str = "error",
-                 device: str | torch.device | None = None) -> None:
+                 device: str | torch.device | None = None, inner_debiased: bool = False) -> None:
         _check_options(inner, 2, entreg, 0.5, 1.0, 1.0, None, small_classes)
+        if not isinstance(inner_debiased, bool):
+            raise InvalidInputError(f"inner_debiased must be True or False, got "
+                                    f"{inner_debiased!r}")
+        self.inner_debiased = inner_debiased
         if device is not None and torch.is_tensor(x):
             x, y = x.to(device), y.to(device) if torch.is_tensor(y) else y
         self.inner, self.entreg, self.small_classes = inner, float(entreg), small_classes
@@ -265,7 +286,8 @@ class OTDDSource:
         return self.side.n_classes
 
     def _self_table(self, scaling: float) -> torch.Tensor:
-        key = ("self", self.inner, self.entreg, scaling if self.inner == "exact" else None)
+        key = ("self", self.inner, self.entreg, scaling if self.inner == "exact" else None,
+               self.inner_debiased)
         if key not in self.side.stats:
             self.side.stats[key] = self._table(self.side, scaling, symmetric=True)
         return self.side.stats[key]
@@ -273,7 +295,8 @@ class OTDDSource:
     def _table(self, other: _Side, scaling: float, symmetric: bool) -> torch.Tensor:
         if self.inner == "gaussian":
             return _gaussian_table(self.side, other, symmetric)
-        return _exact_table(self.side, other, self.entreg, scaling, symmetric)
+        return _exact_table(self.side, other, self.entreg, scaling, symmetric,
+                            self.inner_debiased)
 
     def distance(self, x2: torch.Tensor, y2: torch.Tensor, *, p: int = 2, entreg: float = 0.1,
                  debiased: bool = True, lambda_x: float = 1.0, lambda_y: float = 1.0,
@@ -301,7 +324,8 @@ class OTDDSource:
                 if debiased:
                     w11 = self._self_table(scaling)
                     w22 = (_gaussian_table(b, b, True) if self.inner == "gaussian"
-                           else _exact_table(b, b, self.entreg, scaling, True))
+                           else _exact_table(b, b, self.entreg, scaling, True,
+                                             self.inner_debiased))
             if detach_label_distances:
                 w12, w11, w22 = (None if t is None else t.detach() for t in (w12, w11, w22))
         return _outer(a, b, w11, w12, w22, p=p, entreg=entreg, debiased=debiased,
@@ -361,6 +385,7 @@ def otdd(
     device: str | torch.device | None = None,
     detach_label_distances: bool = False,
     small_classes: str = "error",
+    inner_debiased: bool = False,
 ) -> torch.Tensor:
     r"""Optimal transport dataset distance between ``(x1, y1)`` and ``(x2, y2)``.
 
@@ -401,6 +426,10 @@ def otdd(
     small_classes : {"error", "drop"}
         Classes with fewer than 2 samples raise an error, or are dropped ("drop": what
         microsoft/otdd does silently).
+    inner_debiased : bool
+        With ``inner="exact"``, the label-to-label distance is the Sinkhorn divergence of
+        the two class clouds (microsoft/otdd's ``inner_ot_debiased=True``, which ORCA's call
+        passes); default False, microsoft/otdd's default. No effect with ``inner="gaussian"``.
 
     Returns
     -------
@@ -422,7 +451,8 @@ def otdd(
         y2 = y2.to(device) if torch.is_tensor(y2) else y2
     elif x2.device != x1.device:
         x2 = x2.to(x1.device)
-    src = OTDDSource(x1, y1, inner=inner, entreg=entreg, small_classes=small_classes)
+    src = OTDDSource(x1, y1, inner=inner, entreg=entreg, small_classes=small_classes,
+                     inner_debiased=inner_debiased)
     return src.distance(x2, y2, p=p, entreg=entreg, debiased=debiased, lambda_x=lambda_x,
                         lambda_y=lambda_y, scaling=scaling, max_samples=max_samples,
                         detach_label_distances=detach_label_distances)

@@ -267,7 +267,8 @@ def align_source_tokens(tokens: torch.Tensor, mask: torch.Tensor, n: int,
 class SourceBank:
     """Labelled proxy source sequences in the body's input space (f^s applied, frozen).
 
-    tokens : (S, L, D) outputs of the body's pretrained input embedder; mask : (S, L) real
+    tokens : (S, L, D) outputs of the body's pretrained input embedder (for image proxies an
+    :class:`~crossmodal.proxies.ImageSourceTokens`, embedded when indexed); mask : (S, L) real
     tokens; labels : (S,) proxy class labels; num_classes : number of proxy classes.
     """
 
@@ -298,12 +299,8 @@ def load_source_bank(body, profile: str, proxy: str | None = None, max_samples: 
 
     name = proxy or default_proxy(body.kind, profile)
     data = load_proxy(name, max_samples=max_samples, seed=seed)
-    if data.texts is None or body.source_embedder is None:
-        raise InvalidInputError(
-            f"the proxy {name!r} for body {body.name!r} cannot be embedded: source patches need "
-            "a text body with its pretrained input embedder (e.g. --body minilm or roberta-base);"
-            " image proxies through a vision body's patch embedder are not implemented yet"
-        )
+    # text: pretrained word/position embeddings; images: Swin's pretrained stem (computed
+    # when a batch is drawn, see crossmodal.proxies.ImageSourceTokens)
     tokens, mask = source_tokens(body, data)
     return SourceBank(name=name, tokens=tokens, mask=mask.bool(),
                       labels=torch.as_tensor(data.labels, dtype=torch.long),

@@ -127,43 +127,10 @@ def _ensure_loaded() -> None:
 def validate_split(spec: TaskSpec, name: str, x: np.ndarray, y: np.ndarray) -> None:
     """Check a split against the spec: shapes, dtypes, finite values, label range.
 
-    Raises :class:`crossmodal.errors.InvalidInputError` saying what is wrong.
+    The one implementation is :func:`crossmodal.validation.validate_split` (also used by
+    :func:`crossmodal.runner.run` for user-supplied splits). Raises
+    :class:`crossmodal.errors.InvalidInputError` saying what is wrong.
     """
-    from crossmodal.errors import InvalidInputError
+    from crossmodal.validation import validate_split as _validate
 
-    if len(x) != len(y):
-        raise InvalidInputError(f"{spec.key}/{name}: {len(x)} inputs but {len(y)} targets")
-    if len(x) == 0:
-        raise InvalidInputError(f"{spec.key}/{name}: the split is empty")
-    if x.ndim != len(spec.input_shape) + 1 or x.shape[1] != spec.in_channels:
-        raise InvalidInputError(
-            f"{spec.key}/{name}: inputs have shape {x.shape}, expected (n, {spec.in_channels}, ...) "
-            f"with per-sample shape like {spec.input_shape}"
-        )
-    if not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).reshape(len(x), -1).any(1).sum())
-        raise InvalidInputError(
-            f"{spec.key}/{name}: {bad} input samples contain NaN or inf; clean or drop them "
-            "(e.g. np.nan_to_num) before training"
-        )
-    if spec.output == "classification":
-        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-            raise InvalidInputError(
-                f"{spec.key}/{name}: classification targets must be integer labels of shape (n,), "
-                f"got {y.dtype} {y.shape}"
-            )
-        if y.min() < 0 or y.max() >= spec.num_outputs:
-            raise InvalidInputError(
-                f"{spec.key}/{name}: labels must lie in [0, {spec.num_outputs}), "
-                f"got [{y.min()}, {y.max()}]"
-            )
-    else:
-        if y.shape[1:] != spec.output_shape and not (
-            spec.output == "dense" and y.ndim == len(spec.output_shape) + 1
-            and y.shape[1] == spec.output_shape[0]
-        ):
-            raise InvalidInputError(
-                f"{spec.key}/{name}: targets have shape {y.shape}, expected (n, *{spec.output_shape})"
-            )
-        if not np.isfinite(y).all():
-            raise InvalidInputError(f"{spec.key}/{name}: targets contain NaN or inf")
+    _validate(spec, name, x, y)
