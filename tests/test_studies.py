@@ -65,7 +65,7 @@ def test_run_pare_ablations_shares_the_default_run_and_checks_directions(monkeyp
 
     monkeypatch.setattr(crossmodal.runner, "run", fake_run)
     monkeypatch.setattr(cm, "load_splits", lambda nb, task, seed: {})
-    nb = cm.settings("pare_k_schedules", "smoke", tasks=["smoke_gunpoint"])
+    nb = cm.settings("pare_k_schedules", "smoke", tasks=["smoke_gunpoint"], seeds=[0])
     report_runs = st.run_pare_ablations(nb, {"k_schedule": ["linear", "exponential"],
                                              "mixing": ["mixup"], "gate": None})
     assert len(calls) == 3 and len(report_runs) == 4  # linear == patch_replacement: one run
@@ -117,7 +117,8 @@ def test_discrepancy_frame_and_the_approximation_study():
     assert set(study["distance"]) == {"disagreement", "kl"}
     assert (study["classes"] == 2).all() and (study["source_classes"] == 5).all()
     checks = st.check_approximation(study)
-    assert all(c.holds and c.asserted for c in checks)
+    assert all(c.holds and c.asserted and c.kind == "sanity" for c in checks)
+    assert "sanity check: holds by construction" in checks[0].line()
     broken = study.assign(approx=study["exact"] - 0.1)
     with pytest.raises(AssertionError, match="approximation is >="):
         st.check_approximation(broken)
@@ -128,10 +129,11 @@ def test_discrepancy_frame_and_the_approximation_study():
 # --------------------------------------------------------------------------- RECRAFT
 
 
-def test_bound_frame_and_the_asserted_bound_check():
+def test_bound_frame_and_the_observed_bound_checks():
     probes = [{"epoch": 0, "bound": 3.0, "target_loss": 1.0, "gap": 2.0},
               {"epoch": 2, "source_error": 0.5, "fa": 1.0, "fld": 0.4, "tf": 0.3,
-               "bound": 2.2, "target_loss": 1.1, "gap": 1.0, "kappa": 0.5}]
+               "bound": 2.2, "target_loss": 1.1, "gap": 1.0, "kappa": 0.5, "A": 0.2,
+               "B": 0.9, "w1_floor": 3.0}]
     runs = pd.DataFrame([cm.run_row(_result("smoke_gunpoint", "recraft", 0, {}, 30.0,
                                             probes=probes)),
                          cm.run_row(_result("smoke_advection", "recraft", 0, {}, 0.1,
@@ -139,26 +141,48 @@ def test_bound_frame_and_the_asserted_bound_check():
     last = st.bound_frame(runs)
     assert list(last["epoch"]) == [2, 0] and last["gap_pct"].iloc[0] == pytest.approx(100.0)
     assert last["skipped"].iloc[1] == "dense" and math.isnan(last["bound"].iloc[1])
+    assert last["w1_floor"].iloc[0] == 3.0
     assert len(st.bound_frame(runs, epoch="all")) == 3
     c = st.check_bound_above_loss(last)
-    assert c.holds and c.asserted and "1/1 runs" in c.detail
-    with pytest.raises(AssertionError, match="bound"):
-        st.check_bound_above_loss(last.assign(bound=0.5))
+    assert c.holds and not c.asserted and c.kind == "claim" and "1/1 measurements" in c.detail
+    assert "paper claim, observed" in c.line()
+    # the bound is no longer above the loss by construction: a failure is reported, not raised
+    failed = st.check_bound_above_loss(last.iloc[:1].assign(bound=0.5))
+    assert not failed.holds and "0/1" in failed.detail
     assert st.check_bound_above_loss(last.iloc[1:]) is None
+    b_step, a_step = st.bound_step_checks(last)
+    assert b_step.holds and a_step.holds  # B 0.9 <= FA 1.0, A 0.2 <= FLD + TF 0.7
+    assert not st.bound_step_checks(last.assign(B=1.5))[0].holds
     assert st.recraft_gap_claim() == (29.0, "less than 29%")
+
+
+def test_the_certified_kappa_sanity_check():
+    rep = {"kappa": 0.5, "kappa_certified": 0.4999, "kappa_penalised_fit": 0.9}
+    runs = pd.DataFrame([cm.run_row(_result("t", "recraft", 0, {}, 1.0, rep))])
+    c = st.check_kappa_certified(runs)
+    assert c.holds and c.kind == "sanity" and "0.9" in c.detail
+    bad = pd.DataFrame([cm.run_row(_result("t", "recraft", 0, {}, 1.0,
+                                           {**rep, "kappa_certified": 0.9}))])
+    with pytest.raises(AssertionError, match="certified"):
+        st.check_kappa_certified(bad)
+    assert st.check_kappa_certified(pd.DataFrame([cm.run_row(_result("t", "nft", 0, {},
+                                                                     1.0))])) is None
 
 
 def test_kappa_variants_table_and_range():
     vs = st.kappa_variants([0.1, 0.5], "smoke")
-    assert [v.name for v in vs] == ["kappa=0.1", "kappa=0.5"] and vs[1].options["kappa"] == 0.5
+    assert [v.name for v in vs] == ["kappa=0.1", "kappa=0.5"]
     rows = [cm.run_row(_result("t", "recraft", s, {}, 10.0 + s + k,
-                               {"kappa": k, "fa_after": 1.0, "fld_after": 0.5,
+                               {"kappa": k, "kappa_certified": k * (1 - s / 10),
+                                "fa_after": 1.0, "w1_after": 4.0 + s, "fld_after": 0.5,
                                 "recalibration_holdout": {"loss": 1 / k, "accuracy": 0.9}}))
             for k in (0.1, 0.5) for s in (0, 1)]
     table = st.kappa_table(pd.DataFrame(rows))
     assert list(table["kappa"]) == [0.1, 0.5]
-    assert list(table["ours"]) == pytest.approx([10.6, 11.0])
+    assert list(table["ours"]) == pytest.approx([10.6, 11.0])  # mean over seeds
     assert list(table["proxy_loss"]) == pytest.approx([10.0, 2.0])
+    assert list(table["kappa_certified"]) == pytest.approx([0.095, 0.475])
+    assert list(table["w1_after"]) == pytest.approx([4.5, 4.5])
     assert st.recraft_kappa_range() == (0.3, 0.5)
 
 
@@ -188,12 +212,18 @@ def test_gap_estimates_weights_and_their_check(monkeypatch, tmp_path):
     weights = st.weight_frame(gaps, 3, alpha=1.0, beta=1.0, eps=1e-3, gamma=1.0)
     cont = weights[weights["weighting"] == "continuous"]
     assert len(cont) == 6 and cont["source_weight"].iloc[0] == pytest.approx(1 / 40.001)
+    # epochs 1..3 (1-based in the frame): full weight, half, 0
+    first = cont[cont["task"] == "smoke_gunpoint"]["source_weight"].tolist()
+    assert first == pytest.approx([1 / 40.001, 0.5 / 40.001, 0.0])
+    capped = st.weight_frame(gaps.assign(D=[0.0, np.nan, np.nan, 0.0]), 3, alpha=1.0,
+                             beta=1.0, eps=1e-3, gamma=1.0, max_source_weight=10.0)
+    assert capped["source_weight"].max() == 10.0
     switch = weights[weights["weighting"] == "switch"]
     # OTDD 40 > Gamma: target only; MMD 0.2 <= Gamma: both losses
     assert set(switch[switch["task"] == "smoke_gunpoint"]["source_weight"]) == {0.0}
     assert set(switch[switch["task"] == "smoke_advection"]["source_weight"]) == {1.0}
     c = st.check_weights(weights)
-    assert c.holds and c.asserted and "smoke_gunpoint: 40" in c.detail
+    assert c.holds and c.asserted and c.kind == "sanity" and "smoke_gunpoint: 40" in c.detail
     with pytest.raises(AssertionError):
         st.check_weights(cont.assign(source_weight=cont["epoch"].astype(float)))
 
@@ -219,6 +249,7 @@ def test_discrepancy_trend_is_observed_per_task():
                           "discrepancy_exact": [0.2, 0.3, 0.4, 0.5, 0.1]})
     checks = st.check_discrepancy_trend(frame)
     assert [c.holds for c in checks] == [True, False] and not checks[0].asserted
+    assert checks[0].kind == "claim" and "different quantity" in checks[0].paper
     assert "0: 0.2, 1: 0.3, 2: 0.4" in checks[0].detail
 
 
@@ -240,7 +271,8 @@ def test_kappa_checks_and_results():
     sweep = pd.DataFrame({"kappa": [None, 0.1, 0.3, 1.0], "fit_loss": [0.5, 1.5, 1.0, 0.6],
                           "holdout_accuracy": [0.9, 0.7, 0.895, 0.9]})
     checks = st.kappa_checks(table, sweep, tolerance=0.01)
-    assert checks[0].asserted and checks[0].holds
+    assert checks[0].asserted and checks[0].holds and checks[0].kind == "sanity"
+    assert all(c.kind == "claim" for c in checks[1:])
     assert checks[1].holds and "0.3" in checks[1].detail  # App. F's rule picks 0.3
     assert checks[2].holds and "kappa 0.3, 1" in checks[2].detail  # a tie at 0.3 and 1.0
     with pytest.raises(AssertionError, match="larger source loss"):

@@ -262,15 +262,32 @@ class Body(nn.Module):
         pe = self._position_embeddings[0]
         return copy.deepcopy(pe) if pe is not None else None
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Body output tokens; ``attention_mask`` (B, N), 1 for real tokens, keeps padded
+        positions out of every attention (text bodies; None: all positions attend)."""
+        from crossmodal.errors import InvalidInputError
+
         if tokens.dim() != 3 or tokens.shape[-1] != self.hidden_size:
             raise InvalidInputError(
                 f"body {self.name} expects tokens (B, N, {self.hidden_size}), got "
                 f"{tuple(tokens.shape)}"
             )
+        if attention_mask is not None and attention_mask.shape != tokens.shape[:2]:
+            raise InvalidInputError(f"attention_mask must be (B, N) = {tuple(tokens.shape[:2])}, "
+                                    f"got {tuple(attention_mask.shape)}")
         if self.kind == "text":
-            out = self.blocks(tokens).last_hidden_state
+            extended = None
+            if attention_mask is not None:
+                # additive (B, 1, 1, N) mask, as the HF encoder layers expect once processed:
+                # 0 where a key is real, the dtype's minimum where it is padding
+                keep = attention_mask.to(device=tokens.device, dtype=tokens.dtype)
+                extended = (1.0 - keep)[:, None, None, :] * torch.finfo(tokens.dtype).min
+            out = self.blocks(tokens, attention_mask=extended).last_hidden_state
         else:  # swin: tokens on a square grid, NHWC as timm expects
+            if attention_mask is not None and not bool(attention_mask.bool().all()):
+                raise InvalidInputError(f"body {self.name} (a 2D grid) cannot mask tokens; "
+                                        "pass image tokens without padding")
             b, n, d = tokens.shape
             side = int(round(n**0.5))
             if side * side != n:

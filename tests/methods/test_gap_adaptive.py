@@ -32,21 +32,34 @@ from crossmodal.training import TrainState
 
 
 # -- loss weights ------------------------------------------------------------------------------
-def test_gap_weight_decreases_with_the_gap_and_with_the_epoch():
+def test_gap_weight_decreases_with_the_gap_and_reaches_zero_at_the_last_epoch():
     gaps = [0.0, 0.1, 1.0, 10.0, 100.0]
     w = [gap_weight(d, 0, 10, beta=2.0, eps=0.01) for d in gaps]
     assert all(a > b for a, b in zip(w, w[1:]))
-    assert w[2] == pytest.approx(2.0 / 1.01)
-    per_epoch = [gap_weight(1.0, e, 10, beta=2.0, eps=0.01) for e in range(11)]
+    assert w[2] == pytest.approx(2.0 / 1.01)  # the full weight in the first epoch
+    per_epoch = [gap_weight(1.0, e, 10, beta=2.0, eps=0.01) for e in range(10)]
     assert all(a > b for a, b in zip(per_epoch, per_epoch[1:]))
-    assert per_epoch[5] == pytest.approx(0.5 * per_epoch[0]) and per_epoch[-1] == 0.0
+    # 0-based epochs 0..9, ep_total = 9: linear from the full weight to exactly 0
+    assert per_epoch[3] == pytest.approx((1 - 3 / 9) * per_epoch[0]) and per_epoch[-1] == 0.0
+    assert gap_weight(1.0, 0, 1, beta=2.0, eps=0.01) == pytest.approx(2.0 / 1.01)
+
+
+def test_a_near_zero_gap_is_capped_and_the_report_warns():
+    from crossmodal.methods.gap_adaptive import gap_weight_factor
+
+    assert gap_weight(0.0, 0, 5, beta=1.0, eps=1e-3) == pytest.approx(1000.0)  # uncapped
+    assert gap_weight(0.0, 0, 5, beta=1.0, eps=1e-3, cap=50.0) == pytest.approx(50.0)
+    assert gap_weight_factor(0.0, beta=1.0, eps=1e-3, cap=50.0) == (50.0, True)
+    assert gap_weight_factor(1.0, beta=1.0, eps=1e-3, cap=50.0)[1] is False
+    with pytest.raises(InvalidInputError, match="cap"):
+        gap_weight(1.0, 0, 5, beta=1.0, eps=0.1, cap=0.0)
 
 
 def test_gap_weight_rejects_bad_inputs():
     with pytest.raises(InvalidInputError, match="gap D"):
         gap_weight(-1.0, 0, 5, beta=1.0, eps=0.1)
     with pytest.raises(InvalidInputError, match="epoch"):
-        gap_weight(1.0, 6, 5, beta=1.0, eps=0.1)
+        gap_weight(1.0, 5, 5, beta=1.0, eps=0.1)
     with pytest.raises(InvalidInputError, match="division"):
         gap_weight(0.0, 0, 5, beta=1.0, eps=0.0)
 
@@ -66,9 +79,11 @@ def test_estimate_gap_is_near_zero_for_identical_sets_and_grows_with_a_shift():
     near = estimate_gap(x + 0.5, x, y_t=y, y_s=y)
     far = estimate_gap(x + 3.0, x, y_t=y, y_s=y)
     assert 0.0 <= same < 0.5 < near < far
-    m_same = estimate_gap(x, x.clone())  # no labels: MMD^2 (auto)
+    m_same = estimate_gap(x, x.clone())  # no labels: MMD (auto), unsquared
     m_far = estimate_gap(x + 3.0, x, distance="mmd")
-    assert 0.0 <= m_same < 0.05 < m_far
+    assert 0.0 <= m_same < 0.25 < m_far
+    # the slides' MMD is the square root of the MMD^2 estimate
+    assert estimate_gap(x + 3.0, x, distance="mmd", squared=True) == pytest.approx(m_far ** 2)
     with pytest.raises(InvalidInputError, match="OTDD needs"):
         estimate_gap(x, x, distance="otdd")
 
@@ -76,7 +91,8 @@ def test_estimate_gap_is_near_zero_for_identical_sets_and_grows_with_a_shift():
 def test_labels_for_the_gap_and_for_contrastive_groups():
     assert discrete_labels(get_task("smoke_digits"), np.array([3, 1])).tolist() == [3, 1]
     multi = np.array([[0, 1, 1], [0, 0, 0]], dtype=np.float32)
-    assert discrete_labels(get_task("DeepSEA"), multi).tolist() == [1, 0]
+    # no positive label: its own class (index = number of labels), not class 0
+    assert discrete_labels(get_task("DeepSEA"), multi).tolist() == [1, 3]
     adv = get_task("smoke_advection")
     assert discrete_labels(adv, np.zeros((4, 1, 128))) is None
     rng = np.random.default_rng(0)
@@ -226,6 +242,10 @@ def test_gap_adaptive_runs_two_epochs_end_to_end_and_writes_results(key, method,
         assert rep["gap_distance"] == distance and rep["gap"] >= 0
         if options.get("weighting") == "switch":
             assert rep["large_gap"] is False and rep["source_weight"] == 1.0
+        else:  # Option 2: full weight in the first epoch, 0 in the last, as recorded per epoch
+            assert rep["source_weight_epoch0"] == pytest.approx(
+                min(100.0, 1.0 / (1e-3 + rep["gap"])))
+            assert rep["source_weight_capped"] == (1.0 / (1e-3 + rep["gap"]) > 100.0)
     else:
         assert rep["expanded_size"] == 32 * 3 * 3 and len(rep["contrastive_curve"]) == \
             options.get("contrastive_epochs", 3)

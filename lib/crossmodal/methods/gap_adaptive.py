@@ -13,7 +13,8 @@ docs/methods_pare_gap.md).
 2. Modality-gap estimation: :math:`e^t_i = g^s(f^t(x^t_i))`, :math:`e^s_i = g^s(f^s(x^s_i))`
    (body outputs, mean-pooled over tokens), and
    :math:`D = \\mathrm{OTDD}(\\{e^t_i, y^t_i\\}, \\{e^s_i, y^s_i\\})` for discrete target
-   labels, :math:`D = \\mathrm{MMD}^2(\\{e^t_i\\}, \\{e^s_i\\})` for continuous ones
+   labels, :math:`D = \\mathrm{MMD}(\\{e^t_i\\}, \\{e^s_i\\}) = \\|\\mu_P - \\mu_Q\\|_{\\mathcal H}`
+   (unsquared, slide 58's definition; ``gap_mmd_squared=True``: MMD^2) for continuous ones
    (:func:`estimate_gap`).
 3. Full fine-tuning with a source loss :math:`\\mathcal L_s = \\mathrm{CE}(h^s(g(f^s(x^s))), y^s)`
    on proxy batches (a source head in ``model.extras``) and the target task loss
@@ -21,7 +22,12 @@ docs/methods_pare_gap.md).
 
    * ``weighting="continuous"`` (Option 2, :func:`gap_weight`):
      :math:`\\mathcal L = \\alpha\\mathcal L_t + \\frac{\\beta}{\\epsilon + D}
-     (1 - \\frac{ep}{ep_{total}})\\mathcal L_s`.
+     (1 - \\frac{ep}{ep_{total}})\\mathcal L_s`. **Epoch convention**: ``ep`` counts the epochs
+     already done (0 in the first) and ``ep_total`` is the last epoch's index, ``epochs - 1``,
+     so the first epoch has the full weight and the last epoch weight 0 (a 1-epoch run keeps
+     the full weight). The factor :math:`\\beta/(\\epsilon + D)` is capped at
+     ``max_source_weight`` (a near-zero gap estimate with :math:`\\epsilon` = 1e-3 would give
+     up to 1000 :math:`\\beta`); the report says when the cap binds (``warnings``).
    * ``weighting="switch"`` (Option 1, :func:`gap_switch_weights`): :math:`\\mathcal L =
      \\mathcal L_t` if :math:`D > \\Gamma` (large gap), else
      :math:`\\alpha\\mathcal L_t + \\beta\\mathcal L_s`.
@@ -49,17 +55,17 @@ Choices where the slides leave room:
 
 * Values of alpha, beta, epsilon, Gamma, K, sigma_k, T, tau: none are given; defaults
   below (alpha = beta = 1, epsilon = 1e-3, Gamma = 1.0, sigma = (0.1, 0.3, 0.5), T = 3,
-  tau = 0.1) are ours. D's scale depends on the distance (OTDD on body features is O(1-100),
-  MMD^2 is O(0.01-1)), so beta and Gamma must be set per distance; ``method_report`` holds D
-  and the source weight of the first epoch to help.
+  tau = 0.1, ``max_source_weight`` = 100) are ours. D's scale depends on the distance (OTDD
+  on body features is O(1-100), MMD is O(0.1-1)), so beta and Gamma must be set per distance;
+  ``method_report`` holds D and the source weight of the first epoch to help.
 * D is estimated once, after stage 1, on at most ``gap_samples`` target training samples and
   as many proxy samples; it is kept in the checkpoint (a buffer in ``model.extras``) so that
   a resumed run uses the same D.
-* Multi-label targets use their first positive label for OTDD; ``gap_distance`` forces OTDD
-  or MMD.
-* The source body pass sees each proxy sentence's real tokens repeated cyclically to the
-  longest sentence of the bank (the body has no attention mask, so padding would be
-  attended; see ``align_source_tokens``).
+* Multi-label targets use their first positive label for OTDD (samples without a positive:
+  their own class); ``gap_distance`` forces OTDD or MMD.
+* The source body pass (for D and for the source loss) runs each proxy sentence with its
+  attention mask and pools over its real tokens (:mod:`crossmodal.features`), the same
+  features RECRAFT and MoNA use.
 * "Emb" trains only the embedder (the head stays at its random initialisation, as the
   slides' "rest of the network frozen" says), Adam with ``embedder_lr``.
 * Version B: lambda_ij is proportional to 1/(correlation(y_i, y_j) + epsilon) with the
@@ -74,6 +80,7 @@ Choices where the slides leave room:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +90,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crossmodal.errors import InvalidInputError, unknown_name
+from crossmodal.features import eval_mode, source_body_features
 from crossmodal.heads import PooledLinearHead
 from crossmodal.losses import cross_entropy, get_loss
 from crossmodal.methods.base import Method, MethodConfig, RunContext, get_method, register_method
@@ -94,20 +102,36 @@ WEIGHTINGS = ("continuous", "switch")
 
 
 # -- pure functions ----------------------------------------------------------------------------
-def gap_weight(D: float, epoch: int, total_epochs: int, *, beta: float, eps: float) -> float:
-    """Source-loss weight of Option 2: :math:`\\frac{\\beta}{\\epsilon + D}(1 - ep/ep_{total})`.
+def gap_weight(D: float, epoch: int, total_epochs: int, *, beta: float, eps: float,
+               cap: float = math.inf) -> float:
+    """Source-loss weight of Option 2: :math:`\\min(c, \\frac{\\beta}{\\epsilon + D})
+    (1 - ep/ep_{total})`.
 
-    Decreases with the gap D and with the epoch (0-based; 1 at epoch 0, 0 at ``total_epochs``).
+    ``epoch`` is 0-based (0 .. ``total_epochs - 1``, as in the training loop) and
+    :math:`ep_{total}` = ``total_epochs - 1``, so the weight is the full one in the first
+    epoch and 0 in the last; with ``total_epochs = 1`` it is the full one. ``cap`` = c bounds
+    :math:`\\beta/(\\epsilon + D)` (see :func:`gap_weight_factor`).
     """
     if total_epochs < 1:
         raise InvalidInputError(f"total_epochs must be >= 1, got {total_epochs}")
-    if not 0 <= epoch <= total_epochs:
-        raise InvalidInputError(f"epoch must be in [0, {total_epochs}], got {epoch}")
+    if not 0 <= epoch < total_epochs:
+        raise InvalidInputError(f"epoch must be in [0, {total_epochs - 1}] (0-based), got {epoch}")
+    factor, _ = gap_weight_factor(D, beta=beta, eps=eps, cap=cap)
+    progress = epoch / (total_epochs - 1) if total_epochs > 1 else 0.0
+    return float(factor * (1.0 - progress))
+
+
+def gap_weight_factor(D: float, *, beta: float, eps: float,
+                      cap: float = math.inf) -> tuple[float, bool]:
+    """:math:`\\min(c, \\beta/(\\epsilon + D))` and whether the cap c bound."""
     if D < 0 or not np.isfinite(D):
         raise InvalidInputError(f"the gap D must be a finite number >= 0, got {D}")
     if eps <= 0 and D == 0:
         raise InvalidInputError("eps must be > 0 when the gap D is 0 (division by zero)")
-    return float(beta / (eps + D) * (1.0 - epoch / total_epochs))
+    if not cap > 0:
+        raise InvalidInputError(f"the weight cap must be > 0, got {cap}")
+    raw = beta / (eps + D)
+    return (float(min(raw, cap)), bool(raw > cap))
 
 
 def gap_switch_weights(D: float, *, gamma: float, alpha: float = 1.0,
@@ -121,6 +145,7 @@ def gap_switch_weights(D: float, *, gamma: float, alpha: float = 1.0,
 def estimate_gap(
     e_t: torch.Tensor, e_s: torch.Tensor, *, y_t: torch.Tensor | None = None,
     y_s: torch.Tensor | None = None, distance: str = "auto", otdd_inner: str = "exact",
+    squared: bool = False,
 ) -> float:
     """The modality gap D between target and source features.
 
@@ -129,8 +154,10 @@ def estimate_gap(
     e_t, e_s : (n_t, d), (n_s, d) features (body outputs of target and source inputs).
     y_t, y_s : integer labels (needed for OTDD); ``y_t=None`` means continuous target labels.
     distance : ``"otdd"``, ``"mmd"`` or ``"auto"`` (OTDD when both label sets are given,
-        MMD^2 otherwise, as the slides prescribe).
+        MMD otherwise, as the slides prescribe).
     otdd_inner : OTDD's label-to-label distance (``"exact"`` or ``"gaussian"``).
+    squared : MMD^2 instead of the slides' MMD = sqrt(MMD^2) (five RBF bandwidths,
+        unbiased estimate of MMD^2, clipped at 0 before the square root).
 
     Classes with fewer than 2 samples are dropped from OTDD; negative estimates (possible
     for the unbiased MMD^2 and the debiased OTDD) are clipped to 0.
@@ -149,6 +176,8 @@ def estimate_gap(
             value = float(otdd(e_s, y_s, e_t, y_t, inner=otdd_inner, small_classes="drop"))
         else:
             value = float(mmd(e_t, e_s))
+            if not squared:
+                return math.sqrt(max(0.0, value))
     # unbiased MMD^2 and debiased OTDD estimates can dip below 0; a gap cannot
     return max(0.0, value)
 
@@ -160,7 +189,7 @@ def discrete_labels(task, y: np.ndarray) -> np.ndarray | None:
         return np.asarray(y, dtype=np.int64)
     if task.output == "multilabel":
         y = np.asarray(y)
-        return np.where(y.any(1), y.argmax(1), 0).astype(np.int64)
+        return np.where(y.any(1), y.argmax(1), y.shape[1]).astype(np.int64)  # no positive
     return None
 
 
@@ -267,7 +296,9 @@ class GapAdaptiveAConfig(MethodConfig):
     gap_distance : ``auto`` | ``otdd`` | ``mmd``; otdd_inner : ``exact`` | ``gaussian``.
     gap_samples : target and proxy samples used to estimate D.
     weighting : ``continuous`` (Option 2) | ``switch`` (Option 1).
+    gap_mmd_squared : D = MMD^2 instead of the slides' MMD for continuous labels.
     alpha, beta, eps, gamma : the loss constants (gamma = Gamma, the switch threshold).
+    max_source_weight : cap of beta / (eps + D) in Option 2 (reported when it binds).
     proxy, proxy_samples : the proxy source dataset.
     """
 
@@ -279,11 +310,13 @@ class GapAdaptiveAConfig(MethodConfig):
     gap_distance: str = "auto"
     otdd_inner: str = "exact"
     gap_samples: int = 500
+    gap_mmd_squared: bool = False
     weighting: str = "continuous"
     alpha: float = 1.0
     beta: float = 1.0
     eps: float = 1e-3
     gamma: float = 1.0
+    max_source_weight: float = 100.0
     proxy: str | None = None
     proxy_samples: int = 2000
 
@@ -296,6 +329,9 @@ class GapAdaptiveAConfig(MethodConfig):
                                     f"got {self.weighting!r}")
         if self.eps <= 0:
             raise InvalidInputError(f"eps must be > 0, got {self.eps}")
+        if not self.max_source_weight > 0:
+            raise InvalidInputError(f"max_source_weight must be > 0, got "
+                                    f"{self.max_source_weight}")
         if self.gap_samples < 2 or self.proxy_samples < 2:
             raise InvalidInputError("gap_samples and proxy_samples must be >= 2")
         if self.embedder_epochs < 0:
@@ -353,7 +389,8 @@ class GapAdaptiveA(Method):
                              for i in range(0, len(xt), 64)])
             model.train(was)
         e_t = pooled_body_features(model, emb)
-        e_s = pooled_body_features(model, source_body_inputs(self.bank, si))
+        with eval_mode(model), torch.no_grad():
+            e_s = source_body_features(model.body, self.bank.tokens[si], self.bank.mask[si]).cpu()
         labels = discrete_labels(task, y[ti.numpy()])
         distance = cfg.gap_distance
         if distance == "otdd" and labels is None:
@@ -361,7 +398,7 @@ class GapAdaptiveA(Method):
                                     "(use gap_distance='mmd' or 'auto')")
         y_t = torch.as_tensor(labels) if labels is not None else None
         return estimate_gap(e_t, e_s, y_t=y_t, y_s=self.bank.labels[si], distance=distance,
-                            otdd_inner=cfg.otdd_inner)
+                            otdd_inner=cfg.otdd_inner, squared=cfg.gap_mmd_squared)
 
     def pretrain(self, model: nn.Module, task, splits: dict, ctx: RunContext) -> dict[str, Any]:
         cfg = self.config
@@ -382,15 +419,24 @@ class GapAdaptiveA(Method):
             w_t, w_s = gap_switch_weights(D, gamma=cfg.gamma, alpha=cfg.alpha, beta=cfg.beta)
             report.update(large_gap=bool(D > cfg.gamma), target_weight=w_t, source_weight=w_s)
         else:
-            report.update(target_weight=cfg.alpha,
-                          source_weight_epoch0=gap_weight(D, 0, 1, beta=cfg.beta, eps=cfg.eps))
+            factor, capped = gap_weight_factor(D, beta=cfg.beta, eps=cfg.eps,
+                                               cap=cfg.max_source_weight)
+            report.update(target_weight=cfg.alpha, source_weight_epoch0=factor,
+                          source_weight_uncapped=cfg.beta / (cfg.eps + D),
+                          source_weight_capped=capped)
+            if capped:
+                report.setdefault("warnings", []).append(
+                    f"beta/(eps + D) = {cfg.beta / (cfg.eps + D):.4g} for D = {D:.4g} was capped at "
+                    f"max_source_weight = {cfg.max_source_weight:g}: the gap estimate is near 0 "
+                    "on D's scale; set beta (or eps) for this distance")
         return report
 
     def weights(self, D: float, epoch: int, epochs: int) -> tuple[float, float]:
         cfg = self.config
         if cfg.weighting == "switch":
             return gap_switch_weights(D, gamma=cfg.gamma, alpha=cfg.alpha, beta=cfg.beta)
-        return cfg.alpha, gap_weight(D, epoch, epochs, beta=cfg.beta, eps=cfg.eps)
+        return cfg.alpha, gap_weight(D, epoch, epochs, beta=cfg.beta, eps=cfg.eps,
+                                     cap=cfg.max_source_weight)
 
     def loss_fn(self, task):
         loss = get_loss(task.loss)
@@ -406,8 +452,9 @@ class GapAdaptiveA(Method):
             total = w_t * loss(model(x), y)
             if w_s > 0:
                 idx = torch.randint(0, len(self.bank), (len(x),))
-                toks = source_body_inputs(self.bank, idx).to(x.device)
-                logits = model.extras[self.HEAD_KEY](model.body(toks))
+                feats = source_body_features(model.body, self.bank.tokens[idx],
+                                             self.bank.mask[idx], batch_size=len(idx), grad=True)
+                logits = model.extras[self.HEAD_KEY].linear(feats)  # pooled over real tokens
                 total = total + w_s * cross_entropy(logits, self.bank.labels[idx].to(x.device))
             return total
 
@@ -417,12 +464,13 @@ class GapAdaptiveA(Method):
 
 def weight_schedule(D: float, total_epochs: int, *, weighting: str = "continuous",
                     alpha: float = 1.0, beta: float = 1.0, eps: float = 1e-3,
-                    gamma: float = 1.0) -> list[dict[str, float]]:
+                    gamma: float = 1.0, cap: float = math.inf) -> list[dict[str, float]]:
     """Version A's (target, source) loss weights at every fine-tuning epoch for a gap D.
 
-    ``weighting="continuous"``: (alpha, :func:`gap_weight`), which falls linearly to 0 over
-    the epochs and is smaller for a larger gap; ``"switch"``: :func:`gap_switch_weights`,
-    constant over the epochs. Epochs are 0-based, as in the training loop.
+    ``weighting="continuous"``: (alpha, :func:`gap_weight`), which falls linearly from
+    ``min(cap, beta / (eps + D))`` in the first epoch to 0 in the last and is smaller for a
+    larger gap; ``"switch"``: :func:`gap_switch_weights`, constant over the epochs. Epochs are
+    0-based, as in the training loop.
     """
     if weighting not in WEIGHTINGS:
         raise unknown_name("weighting", weighting, WEIGHTINGS)
@@ -431,7 +479,7 @@ def weight_schedule(D: float, total_epochs: int, *, weighting: str = "continuous
         if weighting == "switch":
             w_t, w_s = gap_switch_weights(D, gamma=gamma, alpha=alpha, beta=beta)
         else:
-            w_t, w_s = alpha, gap_weight(D, epoch, total_epochs, beta=beta, eps=eps)
+            w_t, w_s = alpha, gap_weight(D, epoch, total_epochs, beta=beta, eps=eps, cap=cap)
         rows.append({"epoch": epoch, "target_weight": float(w_t), "source_weight": float(w_s)})
     return rows
 

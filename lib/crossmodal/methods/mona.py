@@ -15,7 +15,7 @@ pretrained input layer :math:`e(\cdot;\theta^S_e)` embeds the proxy source data.
 4. :math:`\mathcal L_{outer} = \mathcal L_{align} + \mathcal L_{uniform}` on the source
    features and labels, :math:`\mathcal L'_{outer} = \lambda\mathcal L_{outer} +
    \mathcal L_{inner}`;
-5. one Adam step (learning rate :math:`\beta`) on the embedder (and the head, see below).
+5. one Adam step (learning rate :math:`\beta`) on the embedder (only, by default; see below).
 
 The body is never really updated in stage 1 (the virtual update is discarded), which is
 Algorithm 1's "initialise the target model with :math:`\phi_e` and :math:`\theta^S_{f_0}`"
@@ -41,15 +41,23 @@ Choices where the slides leave room (ours):
 * **Virtual step**: plain SGD on the body only. The head's virtual update does not reach
   :math:`\mathcal L_{outer}`, which uses body features only. Dropout is off in stage 1 so
   that the virtual and the real forward passes are the same function.
-* **Head**: ``train_head=True`` lets the outer Adam step also update the head (by the
-  gradient of :math:`\mathcal L'_{outer}`), so that stage 2 starts from a head fitted to the
-  meta-learned embedder; the slides do not say what happens to the head.
-* **Defaults** (the slides give none): :math:`\alpha` = ``inner_lr`` = 1e-3,
-  :math:`\beta` = ``outer_lr`` = 1e-3, :math:`\lambda` = ``outer_weight`` = 1,
-  I_1 = ``meta_steps`` = 50, batches of 16 target and 16 proxy samples. A stage-1
-  iteration costs about seven plain training steps (second-order backward through the
-  body, proxy sequences of 64 tokens): about 3 s with MiniLM on one CPU core, so the
-  defaults keep the smoke profile within minutes; raise them with ``-o meta_steps=...``.
+* **Head**: Algorithm 1 updates only :math:`\phi_e` in stage 1, so the default is
+  ``train_head=False``; ``train_head=True`` lets the outer Adam step also update the head (by
+  the gradient of :math:`\mathcal L'_{outer}`), so that stage 2 starts from a head fitted to
+  the meta-learned embedder (the slides do not say what happens to the head).
+* **Defaults** (the slides give none): :math:`\alpha` = ``inner_lr`` = 1e-2,
+  :math:`\beta` = ``outer_lr`` = 1e-3, :math:`\lambda` = ``outer_weight`` = 5,
+  I_1 = ``meta_steps`` = 50, batches of 16 target and 16 proxy samples. Why these: the outer
+  loss reaches :math:`\phi_e` only through the virtual step, so its gradient is
+  :math:`O(\alpha\lambda)`. Measured on smoke_gunpoint with MiniLM (3 steps, batches of 8),
+  :math:`\|\nabla_{\phi_e}\lambda\mathcal L_{outer}\| / \|\nabla_{\phi_e}
+  \mathcal L_{inner}\|` is 0.004-0.007 at (alpha, lambda) = (1e-3, 1), 0.04-0.07 at (1e-2, 1),
+  0.29-0.33 at (1e-2, 5) and 0.4-0.7 at (3e-2, 3): at the old (1e-3, 1) stage 1 was in effect
+  "train the embedder on the task loss". (1e-2, 5) gives the outer term about a quarter of
+  the gradient with a small virtual step. The method report records this ratio at every step
+  (``curves["grad_ratio"]``, ``grad_ratio_median``), so a run shows what its stage 1 did.
+  A stage-1 iteration costs about seven plain training steps (second-order backward through
+  the body): about 3 s with MiniLM on one CPU core.
 * **Discrepancy distance d**: ``"disagreement"`` (fraction of samples whose subset-argmax
   source class differs from the permuted target label; in [0, 1], matching the algorithm's
   initial value 1), ``"tv"`` (total variation between the source softmax restricted to B
@@ -61,17 +69,24 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
 from crossmodal.errors import InvalidInputError
+from crossmodal.features import (
+    eval_mode,
+    proxy_body_features,
+    source_body_features,
+    target_features,
+)
 from crossmodal.methods.base import Method, MethodConfig, RunContext, register_method
 
 SIGNS = ("standard", "slides")
@@ -90,22 +105,22 @@ class MoNAConfig(MethodConfig):
     uniformity_t : t of the uniformity loss (Wang & Isola: 2).
     normalize : L2-normalise features before alignment/uniformity.
     signs : ``"standard"`` (Wang & Isola) or ``"slides"`` (as written in the slides).
-    train_head : the outer step also updates the head.
+    train_head : the outer step also updates the head (Algorithm 1: no, the default).
     proxy, proxy_samples : proxy dataset (None: the body's default) and its size.
     discrepancy_trials : I of Algorithm 2 for the report (0: skip).
     discrepancy_distance : d of Algorithm 2 (``"disagreement"`` | ``"tv"`` | ``"kl"``).
     """
 
     meta_steps: int = 50
-    inner_lr: float = 1e-3
+    inner_lr: float = 1e-2
     outer_lr: float = 1e-3
-    outer_weight: float = 1.0
+    outer_weight: float = 5.0
     meta_batch_size: int = 16
     source_batch_size: int = 16
     uniformity_t: float = 2.0
     normalize: bool = True
     signs: str = "standard"
-    train_head: bool = True
+    train_head: bool = False
     proxy: str | None = None
     proxy_samples: int = 500
     discrepancy_trials: int = 100
@@ -185,10 +200,10 @@ def virtual_step(loss: Tensor, params: dict[str, Tensor], lr: float, *,
 def pooled_body_features(body: nn.Module, params: dict[str, Tensor], tokens: Tensor,
                          mask: Tensor) -> Tensor:
     """Body features of proxy tokens with the given (virtual) body parameters, mean-pooled
-    over real tokens."""
-    from crossmodal.proxies import masked_token_mean  # Swin: 3136 tokens in, 49 out
-
-    return masked_token_mean(functional_call(body, params, (tokens,)), mask)
+    over real tokens, padding masked in the attention
+    (:func:`crossmodal.features.source_body_features`; differentiable)."""
+    return source_body_features(body, tokens, mask, params=params, batch_size=len(tokens),
+                                grad=True)
 
 
 def meta_step(model: nn.Module, task_loss, batch: tuple[Tensor, Tensor],
@@ -322,15 +337,13 @@ class MoNA(Method):
 
     def pretrain(self, model: nn.Module, task, splits: dict, ctx: RunContext) -> dict[str, Any]:
         from crossmodal.losses import get_loss
-        from crossmodal.methods.recraft import (
-            body_source_features,
-            recalibrate_source_head,
-            target_features,
-        )
+        from crossmodal.methods.recraft import recalibrate_source_head
         from crossmodal.proxies import default_proxy, load_proxy, source_tokens
 
         cfg = self.config
-        report: dict[str, Any] = {"signs": cfg.signs, "meta_steps": cfg.meta_steps}
+        report: dict[str, Any] = {"signs": cfg.signs, "meta_steps": cfg.meta_steps,
+                                  "train_head": cfg.train_head, "inner_lr": cfg.inner_lr,
+                                  "outer_weight": cfg.outer_weight}
         if cfg.meta_steps == 0:
             return report
         gen = torch.Generator().manual_seed(ctx.seed)
@@ -349,7 +362,7 @@ class MoNA(Method):
         if can_measure:
             probe = nn.Linear(model.body.out_size, proxy.num_classes)
             probe_stats = recalibrate_source_head(
-                probe, body_source_features(model.body, tokens, mask), ys, kappa=1.0, rho=0.0,
+                probe, proxy_body_features(model.body, proxy), ys, kappa=1.0, rho=0.0,
                 epochs=200, lr=1e-2)
             report["probe_accuracy"] = probe_stats["accuracy"]
         else:
@@ -358,8 +371,9 @@ class MoNA(Method):
                 f"({proxy.num_classes}) and discrepancy_trials > 0")
 
         def discrepancy() -> float:
-            with torch.no_grad():
-                model.eval()
+            # the body is never updated in stage 1: this is g_{theta_0^S} of Algorithm 2 on
+            # the current embedder's tokens
+            with torch.no_grad(), eval_mode(model):
                 logits = probe(target_features(model, x))
             return modality_discrepancy(logits, y, trials=cfg.discrepancy_trials, seed=ctx.seed,
                                         distance=cfg.discrepancy_distance,
@@ -369,35 +383,54 @@ class MoNA(Method):
             report["discrepancy_before"] = discrepancy()
 
         loss = get_loss(task.loss)
-        params = list(model.embedder.parameters())
-        if cfg.train_head:
-            params += list(model.head.parameters())
+        emb_params = list(model.embedder.parameters())
+        params = emb_params + (list(model.head.parameters()) if cfg.train_head else [])
         opt = torch.optim.Adam(params, lr=cfg.outer_lr)
-        curves: dict[str, list[float]] = {"inner": [], "align": [], "uniform": [], "total": []}
-        model.eval()  # no dropout: the virtual and real forward passes are the same function
+        curves: dict[str, list[float]] = {"inner": [], "align": [], "uniform": [], "total": [],
+                                          "grad_ratio": []}
         budget, bsz = ctx.budget(), ctx.stage_batch_size
-        for _ in budget.each(tqdm(range(cfg.meta_steps), desc="MoNA stage 1",
-                                  disable=not ctx.progress, leave=False)):
-            bt = torch.randperm(len(x), generator=gen)[: bsz(cfg.meta_batch_size)]
-            bs = torch.randperm(len(ys), generator=gen)[: max(2, bsz(cfg.source_batch_size))]
-            out = meta_step(model, loss, (x[bt], y[bt]), (tokens[bs], mask[bs], ys[bs]), cfg)
-            if not torch.isfinite(out["total"]):
-                raise InvalidInputError(f"MoNA stage 1: the loss became {out['total'].item()}; "
-                                        "lower inner_lr/outer_lr or check the inputs")
-            grads = torch.autograd.grad(out["total"], params, allow_unused=True)
-            opt.zero_grad(set_to_none=True)
-            for p, g in zip(params, grads):
-                p.grad = g
-            opt.step()
-            for key in curves:
-                curves[key].append(float(out[key].detach()))
-        model.train()
+        with eval_mode(model):  # no dropout: the virtual and real passes are one function
+            for _ in budget.each(tqdm(range(cfg.meta_steps), desc="MoNA stage 1",
+                                      disable=not ctx.progress, leave=False)):
+                bt = torch.randperm(len(x), generator=gen)[: bsz(cfg.meta_batch_size)]
+                bs = torch.randperm(len(ys), generator=gen)[: max(2, bsz(cfg.source_batch_size))]
+                out = meta_step(model, loss, (x[bt], y[bt]), (tokens[bs], mask[bs], ys[bs]),
+                                cfg)
+                if not torch.isfinite(out["total"]):
+                    raise InvalidInputError(f"MoNA stage 1: the loss became "
+                                            f"{out['total'].item()}; lower inner_lr/outer_lr "
+                                            "or check the inputs")
+                # the two parts of grad L'_outer separately, to record their ratio on phi_e
+                g_outer = torch.autograd.grad(cfg.outer_weight * out["outer"], params,
+                                              retain_graph=True, allow_unused=True)
+                g_inner = torch.autograd.grad(out["inner"], params, allow_unused=True)
+                curves["grad_ratio"].append(gradient_ratio(g_outer[: len(emb_params)],
+                                                           g_inner[: len(emb_params)]))
+                opt.zero_grad(set_to_none=True)
+                for p, go, gi in zip(params, g_outer, g_inner):
+                    parts = [g for g in (go, gi) if g is not None]
+                    p.grad = sum(parts) if parts else None
+                opt.step()
+                for key in ("inner", "align", "uniform", "total"):
+                    curves[key].append(float(out[key].detach()))
         report["curves"] = curves
+        if curves["grad_ratio"]:  # a time budget may stop stage 1 before its first step
+            ratios = torch.tensor(curves["grad_ratio"], dtype=torch.float64)
+            report["grad_ratio_median"] = float(ratios.median())
+            report["grad_ratio_mean"] = float(ratios.mean())
         if probe is not None:
             report["discrepancy_after"] = discrepancy()
-            model.train()
         return report
 
+
+def gradient_ratio(outer: Sequence[Tensor | None], inner: Sequence[Tensor | None]) -> float:
+    r""":math:`\|\nabla_{\phi_e}\lambda\mathcal L_{outer}\| / \|\nabla_{\phi_e}\mathcal L_{inner}\|`
+    over all embedder parameters (missing gradients count as 0; inf when the inner one is 0)."""
+    def norm(grads):
+        return math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads if g is not None))
+
+    num, den = norm(outer), norm(inner)
+    return num / den if den > 0 else math.inf
 
 
 # ------------------------------------------------ discrepancy studies (notebooks, reports)
@@ -471,13 +504,12 @@ def source_classifier(body: nn.Module, *, proxy: str | None = None, proxy_sample
     steps, seeded initialisation), as :class:`MoNA` does for its report. Returns the probe
     and its training loss/accuracy.
     """
-    from crossmodal.methods.recraft import body_source_features, recalibrate_source_head
-    from crossmodal.proxies import default_proxy, load_proxy, source_tokens
+    from crossmodal.methods.recraft import recalibrate_source_head
+    from crossmodal.proxies import default_proxy, load_proxy
 
     data = load_proxy(proxy or default_proxy(body.kind, profile), max_samples=proxy_samples,
                       seed=seed)
-    tokens, mask = source_tokens(body, data)
-    feats = body_source_features(body, tokens, mask)
+    feats = proxy_body_features(body, data)
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)  # the probe's initialisation, without moving the caller's RNG
     head = nn.Linear(body.out_size, data.num_classes)
@@ -492,14 +524,26 @@ class DiscrepancyProbe:
     r"""Algorithm 2's discrepancy of a model during fine-tuning (a probe of
     :func:`crossmodal.runner.run`).
 
-    At its first call in a run (after the method's stage 1, before fine-tuning, while the
-    body is still the pretrained one) it fits the source classifier
-    (:func:`source_classifier`); then, at that call and after every fine-tuning epoch, it
-    measures :math:`D` of the current model: the source classifier applied to the model's
-    mean-pooled body features of (at most ``max_samples``) target training samples, against
-    their labels, with ``trials`` random draws (:func:`modality_discrepancy`) and exactly
-    (:func:`modality_discrepancy_exact`). The first call also returns the source logits and
-    labels (for :func:`approximation_study`).
+    Algorithm 2 computes the source logits with the *source pretrained model*
+    :math:`z_i = g_{\theta_0^S}(x^t_i)`, on the shared input space that the target embedder
+    makes (the definition's :math:`\hat X`). So at its first call in a run (after the
+    method's stage 1, before fine-tuning, while the body is still the pretrained one) the
+    probe keeps a frozen copy of the pretrained body :math:`\theta_{f_0}^S` and fits the
+    source classifier :math:`h_0^S` on it (:func:`source_classifier`). Then, at that call and
+    after every fine-tuning epoch, it measures
+
+    * ``discrepancy`` (Algorithm 2, ``trials`` random draws) and ``discrepancy_exact``: D of
+      :math:`h_0^S(f(e(x); \theta^S_{f_0}))` with the model's *current* embedder e and the
+      *pretrained* body, i.e. how well the embedding lets the source model's knowledge
+      explain the target labels (what MoNA's stage 1 is meant to lower);
+    * ``discrepancy_finetuned_body_exact``: the same probe on the *fine-tuned* body's features,
+      a different quantity (the fixed source classifier read off a body that moved), kept
+      under its own name because it mixes the two.
+
+    on (at most ``max_samples``) target training samples drawn at random with ``seed`` (once
+    per run; stored order can be sorted by class). Neither is the slides' Fig. 16, which is
+    linear probing of the fine-tuned model on CIFAR-10. The first call also returns the
+    source logits and labels (for :func:`approximation_study`).
 
     Tasks that are not classification, or have more classes than the proxy, are reported as
     skipped (Algorithm 2 assumes :math:`|Y^s| \ge |Y^t|`).
@@ -514,15 +558,16 @@ class DiscrepancyProbe:
             raise InvalidInputError("need trials >= 1, proxy_samples >= 2 and max_samples >= 1")
         self.trials, self.distance, self.seed = trials, distance, seed
         self.proxy, self.proxy_samples, self.max_samples = proxy, proxy_samples, max_samples
-        self._run: tuple | None = None  # (source classifier, its stats) of the current run
+        self._run: tuple | None = None  # (source classifier, stats, pretrained body, indices)
         self._classifiers: dict[tuple, tuple] = {}
 
     def __call__(self, model: nn.Module, method, task, splits: dict,
                  record: dict | None) -> dict[str, Any]:
-        from crossmodal.methods.recraft import target_features
+        import copy
 
         if task.output != "classification":
             return {"skipped": f"{task.key} is {task.output}; Algorithm 2 needs class labels"}
+        x, y = splits["train"]
         if record is None:  # a new run starts: fit the source classifier on the pretrained body
             # keyed by the body's weights: runs that start from the same body share it
             key = (model.body.name, float(sum(p.detach().double().sum()
@@ -531,36 +576,46 @@ class DiscrepancyProbe:
                 self._classifiers[key] = source_classifier(
                     model.body, proxy=self.proxy, proxy_samples=self.proxy_samples,
                     seed=self.seed)
-            self._run = self._classifiers[key]
+            body0 = copy.deepcopy(model.body).eval().requires_grad_(False)
+            gen = torch.Generator().manual_seed(self.seed)
+            idx = torch.randperm(len(y), generator=gen)[: self.max_samples].sort().values
+            self._run = (*self._classifiers[key], body0, idx)
         if self._run is None:
             raise InvalidInputError("DiscrepancyProbe missed the call before fine-tuning; pass "
                                     "it to crossmodal.runner.run(probe=...) of a fresh run")
-        head, stats = self._run
+        head, stats, body0, idx = self._run
         if stats["num_source_classes"] < task.num_outputs:
             return {"skipped": f"{task.key} has {task.num_outputs} classes, the proxy "
                                f"{stats['proxy']} {stats['num_source_classes']}"}
-        x, y = splits["train"]
-        x, y = torch.as_tensor(x[: self.max_samples]), torch.as_tensor(y[: self.max_samples])
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            logits = head(target_features(model, x)).double()
-        model.train(was_training)
+        xs = torch.as_tensor(np.asarray(x)[idx.numpy()])
+        ys = torch.as_tensor(np.asarray(y)[idx.numpy()])
+        device = next(model.parameters()).device
+        with torch.no_grad(), eval_mode(model):
+            emb = torch.cat([model.embedder(xs[i : i + 64].to(device))
+                             for i in range(0, len(xs), 64)])
+            pooled0 = torch.cat([body0(emb[i : i + 64]).mean(1) for i in range(0, len(emb), 64)])
+            logits = head(pooled0.cpu()).double()
+            tuned = head(target_features(model, xs).cpu()).double()
+        k = task.num_outputs
         out: dict[str, Any] = {
-            "discrepancy": modality_discrepancy(logits, y, trials=self.trials,
+            "discrepancy": modality_discrepancy(logits, ys, trials=self.trials,
                                                 distance=self.distance, seed=self.seed,
-                                                num_classes=task.num_outputs),
-            "discrepancy_exact": modality_discrepancy_exact(logits, y, distance=self.distance,
-                                                            num_classes=task.num_outputs),
-            "distance": self.distance, "trials": self.trials,
+                                                num_classes=k),
+            "discrepancy_exact": modality_discrepancy_exact(logits, ys, distance=self.distance,
+                                                            num_classes=k),
+            "discrepancy_finetuned_body_exact": modality_discrepancy_exact(
+                tuned, ys, distance=self.distance, num_classes=k),
+            "distance": self.distance, "trials": self.trials, "samples": len(ys),
         }
         if record is None:
             out.update(source_probe_accuracy=stats["accuracy"], proxy=stats["proxy"],
-                       source_logits=logits.tolist(), target_labels=y.tolist())
+                       source_logits=logits.tolist(), target_labels=ys.tolist())
         return out
+
 
 __all__ = [
     "DiscrepancyProbe", "MoNA", "MoNAConfig", "alignment_loss", "approximation_study",
+    "gradient_ratio",
     "num_candidates", "source_classifier", "trials_to_cover", "meta_step", "modality_discrepancy",
     "modality_discrepancy_exact", "outer_loss", "uniformity_loss", "virtual_step",
 ]
