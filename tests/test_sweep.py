@@ -334,7 +334,7 @@ def _status(folder: Path) -> dict:
 @pytest.mark.slow
 def test_a_preempted_then_killed_job_resumes_to_the_uninterrupted_metric(tmp_path, capsys):
     runs_dir = tmp_path / "runs"
-    args = ["-p", "tasks", "smoke_gunpoint", "-p", "epochs", "8", "-p", "max_train", "48",
+    args = ["-p", "tasks", "smoke_gunpoint", "-p", "epochs", "6", "-p", "max_train", "32",
             "-p", "max_test", "16", "-p", "methods", "['scratch']"]
     assert _sweep(runs_dir, "main_results", *args) == 0
     (folder,) = [p.parent for p in runs_dir.glob("*/spec.json")]
@@ -360,14 +360,14 @@ def test_a_preempted_then_killed_job_resumes_to_the_uninterrupted_metric(tmp_pat
     job = json.loads((folder / "job.json").read_text())
     assert "Requeued job" in Path(job["stdout"]).read_text() + Path(job["stderr"]).read_text()
     done_epochs = len((folder / "metrics.jsonl").read_text().splitlines())
-    assert 2 <= done_epochs < 8
+    assert 2 <= done_epochs < 6
 
     assert _sweep(runs_dir, "main_results", *args) == 0
     assert "1 submitted" in capsys.readouterr().out
     assert _wait(runs_dir)[0].state == "done"
     resumed = json.loads((folder / "results.json").read_text())
-    nb = cm.settings("main_results", "smoke", tasks=["smoke_gunpoint"], epochs=8,
-                     max_train=48, max_test=16)
+    nb = cm.settings("main_results", "smoke", tasks=["smoke_gunpoint"], epochs=6,
+                     max_train=32, max_test=16)
     direct = cm.run_grid(nb, cm.main_variants(["scratch"], "smoke"))
     assert resumed["final_metric"] == direct["final"].iloc[0]
     assert [e["test_metric"] for e in resumed["epochs"]] == direct["curve"].iloc[0]
