@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -321,13 +322,14 @@ def run(
         "wall_seconds": time.perf_counter() - t_start,
         "device": "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu",
         "data": data_kind,
+        "num_processes": int(os.environ.get("WORLD_SIZE", "1")),
         "dry_run": bool(dry) or data_kind == "fixture",
         "limit_batches": limit_batches,
         "batch_size": batch_size,
         "versions": package_versions(),
         "status": "complete",
     }
-    if out_dir is not None:
+    if out_dir is not None and int(os.environ.get("RANK", "0")) == 0:  # one writer
         write_json_atomic(result, out_dir / "results.json")
         if not keep_checkpoint:
             (out_dir / CHECKPOINT).unlink(missing_ok=True)
