@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= smoke
 
-.PHONY: setup reproduce test lab lint clean-venv
+.PHONY: setup reproduce test lab lint clean-venv paper-dryrun gpu-check
 
 # Create the virtual environment, install the kit with its pinned dependencies, and register
 # the Jupyter kernel "crossmodal" inside the venv (so notebooks run in this environment).
@@ -25,8 +25,20 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Every paper task x method (18 x 9) in the paper profile on publisher-format fixtures, with
+# the full-size random-weight RoBERTa-base / Swin-base bodies (CI runs a subset, 1 layer).
+paper-dryrun: $(STAMP)
+	CROSSMODAL_DRYRUN=all CROSSMODAL_DRYRUN_LAYERS=full $(PY) -m pytest -q -m slow tests/test_dryrun.py
+
+# ORCA and PaRe on the GPU (needs one; exits 3 with a message without one).
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py
+
+# jupyter/: the kit's Jupyter config (kernels over IPC: no TCP-encryption warning per kernel;
+# JupyterLab settings overrides: no news pop-up).
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root)
+	JUPYTER_CONFIG_PATH=$(CURDIR)/jupyter $(VENV)/bin/jupyter lab --notebook-dir=. \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lib tests data_scripts benchmarks

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -185,3 +186,108 @@ def test_reports_of_dry_runs_are_never_compared_with_a_paper():
     assert table["paper"].isna().all() and (table["status"] == DRY_RUN_STATUS).all()
     real = compare_with_paper(runs.assign(dry_run=False), profile="paper")
     assert real["paper"].notna().all() and (real["status"] == "compared").all()
+
+
+def test_gpu_check_exits_cleanly_without_a_gpu(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "gpu_check.json"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(Path(__file__).resolve()
+                                                                      .parents[1] / "lib")}
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks"
+                                               / "gpu_check.py"), "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "no GPU here" in proc.stdout and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- task x method
+
+DRY_METHODS = ("nft", "fpt", "scratch", "orca", "pare", "mona", "recraft", "gap_adaptive_a",
+               "gap_adaptive_b")
+#: CI runs every task with nft (every loader, embedder and head) and every method on a
+#: representative task of each kind (1D/2D x classification/multi-label/dense); ``make
+#: paper-dryrun`` (CROSSMODAL_DRYRUN=all) runs all 18 x 9.
+CI_TASKS_ALL_METHODS = ("ECG", "DeepSEA", "Advection1D", "CIFAR100", "FSD50K", "DarcyFlow")
+FULL = os.environ.get("CROSSMODAL_DRYRUN", "") == "all"
+#: encoder layers (RoBERTa) / blocks per stage (Swin) of the random bodies; "full": all
+LAYERS = os.environ.get("CROSSMODAL_DRYRUN_LAYERS", "1")
+DRY_CASES = [(t, m) for t in PAPER_TASKS for m in DRY_METHODS
+             if FULL or m == "nft" or t in CI_TASKS_ALL_METHODS]
+RANDOM_BODY = {"1D": "roberta-base-random", "2D": "swin-base-random"}
+
+
+@pytest.fixture(scope="module")
+def small_bodies():
+    """The real architectures with random weights, ``LAYERS`` layers (CI) or all (full)."""
+    import inspect
+
+    import crossmodal.bodies as bodies
+    import crossmodal.models as models
+
+    if LAYERS == "full" or "num_layers" not in inspect.signature(bodies.load_body).parameters:
+        yield None
+        return
+    original = models.load_body
+
+    def load(name, *args, **kwargs):
+        kwargs.setdefault("num_layers", int(LAYERS))
+        return original(name, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(models, "load_body", load)
+        yield int(LAYERS)
+
+
+def _protocol_mismatches(result: dict, task: str, method: str) -> list[str]:
+    """Resolved settings of the run vs the protocol table (when crossmodal.protocol exists)."""
+    try:
+        from crossmodal.protocol import resolve
+    except ImportError:
+        return []
+    proto = resolve(task, method, "paper")
+    overridden = {"epochs", "batch_size", "eval_batch_size", "limit_batches", "progress"}
+    bad = [f"train.{k}: run {result['config']['train'].get(k)!r} != table {v!r}"
+           for k, v in proto.train_kwargs().items()
+           if k not in overridden and result["config"]["train"].get(k) != v]
+    bad += [f"method.{k}: run {result['config']['method'].get(k)!r} != table {v!r}"
+            for k, v in proto.method_options().items()
+            if result["config"]["method"].get(k) != v]
+    return bad
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task,method", DRY_CASES, ids=[f"{t}-{m}" for t, m in DRY_CASES])
+def test_paper_dry_run(fixture_root, small_bodies, monkeypatch, task, method, tmp_path):
+    import math
+
+    from crossmodal.runner import run
+
+    monkeypatch.setenv("CROSSMODAL_DATA", str(fixture_root))  # proxies come from the root
+    spec = get_task(task)
+    shapes = []
+
+    def probe(model, m, task_spec, splits, record):  # after stage 1 and after the epoch
+        import torch
+
+        x = torch.as_tensor(splits["test"][0][:2])
+        model.eval()
+        with torch.no_grad():
+            shapes.append(tuple(model(x.to(next(model.parameters()).device)).shape))
+        expected = (2, spec.num_outputs) if spec.output != "dense" else (2, *spec.output_shape)
+        return {"shape_ok": shapes[-1] == expected}
+
+    result = run(task, method, "paper", epochs=1, body=RANDOM_BODY[spec.modality],
+                 data_root=fixture_root, limit_batches=2, batch_size=2, progress=False,
+                 out=tmp_path / "run", probe=probe)
+    assert [p["shape_ok"] for p in result["probes"]] == [True, True], shapes
+    assert result["status"] == "complete" and result["dry_run"] and result["data"] == "fixture"
+    assert result["profile"] == "paper" and result["config"]["train"]["batch_size"] == 2
+    assert math.isfinite(result["final_metric"]), result["final_metric"]
+    assert len(result["epochs"]) == 1 and math.isfinite(result["epochs"][0]["train_loss"])
+    assert _protocol_mismatches(result, task, method) == []
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["limit_batches"] == 2 and saved["batch_size"] == 2

@@ -30,7 +30,17 @@ def test_settings_fill_every_none_from_the_library():
     defaults = cm.NOTEBOOKS["main_results"]
     assert nb.tasks == list(defaults.tasks["smoke"])
     assert nb.epochs == defaults.smoke_epochs and nb.max_train == defaults.smoke_max_train
-    assert nb.seeds == [0]
+    assert nb.seeds == [0, 1, 2]  # every smoke claim is judged over >= 3 seeds
+    # None: each task's smoke recipe, the settings `crossmodal run --profile smoke` uses
+    from crossmodal.profiles import SMOKE_RECIPE
+
+    per_task = nb.task_settings()
+    for key in nb.tasks:
+        r = SMOKE_RECIPE[key]
+        assert (per_task[key]["epochs"], per_task[key]["max_train"], per_task[key]["lr"],
+                per_task[key]["body_lr"]) == (r.epochs, r.max_train, r.lr, r.body_lr)
+    text = nb.describe()
+    assert "smoke_digits: 4 epochs" in text and "<=1000" not in text  # no contradicting summary
     assert nb.output_dir.parts[-3:] == ("reports", "main_results", "smoke")
 
 

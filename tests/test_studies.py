@@ -65,7 +65,7 @@ def test_run_pare_ablations_shares_the_default_run_and_checks_directions(monkeyp
 
     monkeypatch.setattr(crossmodal.runner, "run", fake_run)
     monkeypatch.setattr(cm, "load_splits", lambda nb, task, seed: {})
-    nb = cm.settings("pare_k_schedules", "smoke", tasks=["smoke_gunpoint"])
+    nb = cm.settings("pare_k_schedules", "smoke", tasks=["smoke_gunpoint"], seeds=[0])
     report_runs = st.run_pare_ablations(nb, {"k_schedule": ["linear", "exponential"],
                                              "mixing": ["mixup"], "gate": None})
     assert len(calls) == 3 and len(report_runs) == 4  # linear == patch_replacement: one run

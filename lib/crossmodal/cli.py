@@ -111,7 +111,7 @@ def cmd_reproduce(args) -> int:
 
     return reproduce(profile=args.profile, only=args.only, reports=args.reports,
                      notebooks=args.notebooks, progress=not args.no_progress,
-                     runs_dir=args.runs_dir)
+                     runs_dir=args.runs_dir, workers=args.workers)
 
 
 def cmd_data(argv: list[str]) -> int:
@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="smoke", choices=["smoke", "lab", "paper"])
     p.add_argument("--only", nargs="*", help="only these notebooks (names in notebooks/)")
     p.add_argument("--reports", default="reports", help="reports folder (default: reports)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="notebooks run at once, one process and one thread each (default 2)")
     p.add_argument("--notebooks", default="notebooks",
                    help="folder of the notebooks to run (default: notebooks, i.e. run from the "
                    "repository root)")

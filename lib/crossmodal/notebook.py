@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from crossmodal.errors import DataMissingError, InvalidInputError, unknown_name
+from crossmodal.profiles import METHOD_PROFILE_OPTIONS as _PROFILE_METHOD_OPTIONS
 from crossmodal.profiles import get_profile
 from crossmodal.reporting import package_versions, round_sig, write_json_atomic
 
@@ -68,16 +69,17 @@ ORCA_ABLATION_TASKS = ("Satellite", "DeepSEA", "ECG", "NinaPro", "CIFAR100", "Da
 
 @dataclass(frozen=True)
 class NotebookDefaults:
-    """Per-notebook defaults: tasks per profile and the smoke profile's extra shrink.
+    """Per-notebook defaults: tasks per profile and an optional smoke shrink.
 
-    ``smoke_*`` fields keep a notebook within its time budget (about a minute on 2 CPU
-    cores, since ``make test`` re-executes every notebook); ``None`` keeps the profile's own
-    value from :mod:`crossmodal.profiles`.
+    ``smoke_*`` fields override the smoke recipe (:data:`crossmodal.profiles.SMOKE_RECIPE`:
+    per-task epochs and subsets, the settings under which the smoke tasks are learnt);
+    ``None``, the default of every notebook, keeps the recipe, so that a notebook's smoke
+    runs are the runs of ``crossmodal run --profile smoke``.
     """
 
     tasks: dict[str, tuple[str, ...]]
-    smoke_max_train: int | None = 96
-    smoke_max_test: int | None = 64
+    smoke_max_train: int | None = None
+    smoke_max_test: int | None = None
     smoke_epochs: int | None = None
 
 
@@ -87,38 +89,29 @@ _GENERIC = NotebookDefaults(tasks={"smoke": ("smoke_gunpoint",), "lab": NB360_TA
 #: Defaults of the notebooks; a notebook without an entry gets :data:`_GENERIC`.
 NOTEBOOKS: dict[str, NotebookDefaults] = {
     "00_quickstart": NotebookDefaults(
-        tasks={"smoke": ("smoke_basicmotions",), "lab": ("Satellite",), "paper": ("Satellite",)},
-        smoke_epochs=2),
+        tasks={"smoke": ("smoke_basicmotions",), "lab": ("Satellite",), "paper": ("Satellite",)}),
     "main_results": NotebookDefaults(
         # every smoke task x every method: `make reproduce` leaves a result for each
         tasks={"smoke": ("smoke_gunpoint", "smoke_basicmotions", "smoke_digits",
                          "smoke_advection"),
-               "lab": NB360_TASKS + PDEBENCH_TASKS, "paper": NB360_TASKS + PDEBENCH_TASKS},
-        smoke_epochs=2),
+               "lab": NB360_TASKS + PDEBENCH_TASKS, "paper": NB360_TASKS + PDEBENCH_TASKS}),
     "orca_ablations": NotebookDefaults(
         tasks={"smoke": ("smoke_basicmotions",), "lab": ORCA_ABLATION_TASKS,
-               "paper": ORCA_ABLATION_TASKS},
-        smoke_epochs=2),
-    # the method studies (crossmodal.studies): 3 epochs where a curve over epochs is shown
+               "paper": ORCA_ABLATION_TASKS}),
     "pare_k_schedules": NotebookDefaults(
-        tasks={"smoke": ("smoke_basicmotions",), "lab": NB360_TASKS, "paper": NB360_TASKS},
-        smoke_epochs=3),
+        tasks={"smoke": ("smoke_basicmotions",), "lab": NB360_TASKS, "paper": NB360_TASKS}),
     "mona_discrepancy": NotebookDefaults(
         tasks={"smoke": ("smoke_gunpoint", "smoke_basicmotions"), "lab": NB360_TASKS,
-               "paper": NB360_TASKS},
-        smoke_epochs=3),
+               "paper": NB360_TASKS}),
     "recraft_bound_tightness": NotebookDefaults(
         tasks={"smoke": ("smoke_gunpoint", "smoke_basicmotions", "smoke_digits"),
-               "lab": NB360_TASKS, "paper": NB360_TASKS},
-        smoke_epochs=2),
+               "lab": NB360_TASKS, "paper": NB360_TASKS}),
     "recraft_kappa_sensitivity": NotebookDefaults(
         tasks={"smoke": ("smoke_basicmotions",), "lab": ("ECG", "Satellite", "NinaPro"),
-               "paper": ("ECG", "Satellite", "NinaPro")},
-        smoke_epochs=2),
+               "paper": ("ECG", "Satellite", "NinaPro")}),
     "modality_gap": NotebookDefaults(
         tasks={"smoke": ("smoke_basicmotions", "smoke_advection"),
-               "lab": NB360_TASKS + PDEBENCH_TASKS, "paper": NB360_TASKS + PDEBENCH_TASKS},
-        smoke_epochs=2, smoke_max_train=64, smoke_max_test=48),  # 8 runs: 4 methods x 2 tasks
+               "lab": NB360_TASKS + PDEBENCH_TASKS, "paper": NB360_TASKS + PDEBENCH_TASKS}),
 }
 
 
@@ -138,8 +131,8 @@ class NotebookSettings:
     profile: str
     tasks: list[str]
     seeds: list[int]
-    epochs: int | None  # None only in the paper profile: each task's paper epochs
-    max_train: int | None
+    epochs: int | None  # None: per task (smoke recipe, or the paper's epochs in ``paper``)
+    max_train: int | None  # None: per task (smoke recipe) or every sample (paper)
     max_test: int | None
     output_dir: Path
     data_root: Path | None = None
@@ -152,19 +145,44 @@ class NotebookSettings:
 
     def describe(self) -> str:
         """One line per setting, for the notebook's first output."""
-        epochs = self.epochs if self.epochs is not None else "per task (paper Tables 12/13)"
-        return "\n".join([
-            f"notebook   {self.notebook}",
-            f"profile    {self.profile}: {get_profile(self.profile).description}",
-            f"tasks      {', '.join(self.tasks)}",
-            f"seeds      {', '.join(map(str, self.seeds))}",
-            f"epochs     {epochs}",
-            f"subsets    train <= {self.max_train or 'all'}, test <= {self.max_test or 'all'}",
-            f"threads    {self.num_threads} (torch intra-op threads, pinned)",
-            f"reports    {display_path(self.output_dir)}",
-            *([f"runs       collected from {display_path(self.runs_dir)} (no training)"]
-              if self.runs_dir is not None else []),
-        ])
+        lines = [f"notebook   {self.notebook}",
+                 f"profile    {self.profile}: {get_profile(self.profile).description}",
+                 f"tasks      {', '.join(self.tasks)}",
+                 f"seeds      {', '.join(map(str, self.seeds))}"]
+        if self.profile == "paper" and self.epochs is None:
+            lines.append("epochs     per task (paper Tables 12/13)")
+        # one line per task with what its runs actually use: no profile-wide summary that
+        # a per-task value could contradict
+        for key, t in self.task_settings().items():
+            lr = f"lr {t['lr']:g}" + (f" (body {t['body_lr']:g})" if t.get("body_lr") else "")
+            epochs = f"{t['epochs']} epochs, " if t["epochs"] is not None else ""
+            lines.append(f"  {key}: {epochs}batch {t['batch_size']}, {lr}, train <= "
+                         f"{t['max_train'] or 'all'}, test <= {t['max_test'] or 'all'}")
+        lines += [f"threads    {self.num_threads} (torch intra-op threads, pinned)",
+                  f"reports    {display_path(self.output_dir)}",
+                  *([f"runs       collected from {display_path(self.runs_dir)} (no training)"]
+                    if self.runs_dir is not None else [])]
+        return "\n".join(lines)
+
+    def task_settings(self) -> dict[str, dict[str, Any]]:
+        """Per task: the epochs, batch size, learning rates and subset sizes its runs use."""
+        from crossmodal.profiles import subset_sizes, train_defaults
+        from crossmodal.tasks import get_task
+
+        out = {}
+        for key in self.tasks:
+            spec = get_task(key)
+            try:
+                train = train_defaults(spec, self.profile)
+            except Exception:  # no paper hyperparameters for this task: nothing to show
+                train = {"epochs": None, "batch_size": "-", "lr": float("nan")}
+            cap_train, cap_test = subset_sizes(spec, self.profile)
+            out[key] = {"epochs": self.epochs if self.epochs is not None else train["epochs"],
+                        "batch_size": train["batch_size"], "lr": train["lr"],
+                        "body_lr": train.get("body_lr"),
+                        "max_train": self.max_train if self.max_train is not None else cap_train,
+                        "max_test": self.max_test if self.max_test is not None else cap_test}
+        return out
 
 
 def repo_root(start: Path | None = None) -> Path | None:
@@ -211,8 +229,9 @@ def as_list(value: Any) -> list | None:
 
 
 def default_seeds(profile: str) -> list[int]:
-    """One seed in smoke/lab; five in the paper profile (RECRAFT reports means of 5 runs)."""
-    return [0, 1, 2, 3, 4] if profile == "paper" else [0]
+    """Three seeds in smoke (every claim gets a paired verdict over seeds), one in lab, five
+    in the paper profile (RECRAFT reports means of 5 runs)."""
+    return {"paper": [0, 1, 2, 3, 4], "smoke": [0, 1, 2]}.get(profile, [0])
 
 
 def settings(
@@ -271,11 +290,11 @@ def settings(
         seeds = [seeds]
     seed_list = [int(s) for s in seeds] if seeds is not None else default_seeds(prof.name)
     smoke = prof.name == "smoke"
-    if epochs is None:
-        epochs = defaults.smoke_epochs if smoke and defaults.smoke_epochs else prof.epochs
+    if epochs is None:  # smoke: the notebook's override, else per task (the recipe)
+        epochs = defaults.smoke_epochs if smoke else prof.epochs
     if epochs is not None and epochs < 1:
         raise InvalidInputError(f"epochs must be >= 1 or None, got {epochs}")
-    if max_train is None:
+    if max_train is None:  # smoke: the notebook's override, else per task (the recipe)
         max_train = defaults.smoke_max_train if smoke else prof.max_train
     if max_test is None:
         max_test = defaults.smoke_max_test if smoke else prof.max_test
@@ -468,13 +487,18 @@ def available_methods(wanted: Sequence[str] = MAIN_METHODS) -> list[str]:
 
 
 def load_splits(nb: NotebookSettings, task: str, seed: int):
-    """A task's splits shrunk to the settings' subset sizes (seeded)."""
+    """A task's splits shrunk to the settings' subset sizes (seeded; None: the task's own
+    smoke recipe or profile sizes, as ``crossmodal run`` uses)."""
     from crossmodal.data.root import data_root as resolve_root
+    from crossmodal.profiles import subset_sizes
     from crossmodal.runner import subsample
     from crossmodal.tasks import get_task
 
-    splits = get_task(task).load(Path(resolve_root(nb.data_root)))
-    return subsample(splits, nb.max_train, nb.max_test, seed)
+    spec = get_task(task)
+    cap_train, cap_test = subset_sizes(spec, nb.profile)
+    splits = spec.load(Path(resolve_root(nb.data_root)))
+    return subsample(splits, nb.max_train if nb.max_train is not None else cap_train,
+                     nb.max_test if nb.max_test is not None else cap_test, seed)
 
 
 @dataclass(frozen=True)
@@ -516,7 +540,10 @@ def plan_grid(
         default = default_body(get_task(task), nb.profile)
         for seed in nb.seeds:
             for v in vs:
-                body = v.body.format(default=default) if v.body else None
+                body = v.body.format(default=default, amounts=_pretraining_amounts(default)) \
+                    if v.body else None
+                if body == "":  # a pretraining amount this task's body lacks (Swin)
+                    continue
                 method, mcfg = v.method, _method_config(v.method, v.options)
                 cfg = repr(sorted(mcfg.items()))  # as _config_key, without a second build
                 identity = {"task": task, "seed": int(seed), "profile": nb.profile,
@@ -660,40 +687,21 @@ def _slug(name: str) -> str:
 
 # --------------------------------------------------------------------------- experiments
 
-#: Method options per profile that keep a method's extra stage within the notebook budget
-#: (smoke: ORCA aligns for 5 steps against 500 proxy sentences, MoNA meta-learns for 3
-#: steps, ...). Missing: the method's own defaults. Measured on smoke_gunpoint (50 samples,
-#: 2 epochs, 1 thread): each smoke run takes 3-15 s with these, up to 40 s without.
-METHOD_PROFILE_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
-    "orca": {"smoke": {"align_epochs": 5, "proxy_samples": 500, "eval_samples": 200},
-             "lab": {"proxy_samples": 2000}},
-    "pare": {"smoke": {"proxy_samples": 500}},
-    "mona": {"smoke": {"meta_steps": 3, "proxy_samples": 200, "discrepancy_trials": 10,
-                       "meta_batch_size": 8, "source_batch_size": 8}},
-    "recraft": {"smoke": {"fa_epochs": 5, "recal_epochs": 50, "fld_epochs": 1,
-                          "stage1_samples": 64, "proxy_samples": 200},
-                # 20 % of 5000 held out: >= 1000 proxy samples for the bound's L_s and FA
-                "paper": {"proxy_samples": 5000, "proxy_holdout": 0.2}},
-    "gap_adaptive_a": {"smoke": {"proxy_samples": 200, "gap_samples": 100}},
-    "gap_adaptive_b": {"smoke": {"proxy_samples": 500, "contrastive_epochs": 1}},
-}
+#: Method options per profile (moved to :mod:`crossmodal.profiles`, which ``crossmodal run``
+#: reads as well, so the CLI and the notebooks run the same settings).
+METHOD_PROFILE_OPTIONS = _PROFILE_METHOD_OPTIONS
 
 
 def method_options(method: str, profile: str, **overrides: Any) -> dict[str, Any]:
-    """A method's options for a profile (:data:`METHOD_PROFILE_OPTIONS`) with overrides.
+    """A method's options for a profile (:func:`crossmodal.profiles.method_defaults`) with
+    overrides.
 
     Profile defaults that the method's config does not have (it changed since) are dropped;
     ``overrides`` are passed on as given, so a misspelt one fails loudly in the run.
     """
-    defaults = METHOD_PROFILE_OPTIONS.get(method, {}).get(get_profile(profile).name, {})
-    try:
-        from crossmodal.methods import METHODS
+    from crossmodal.profiles import method_defaults
 
-        fields = {f.name for f in dataclasses.fields(METHODS[method].config_class)}
-        defaults = {k: v for k, v in defaults.items() if k in fields}
-    except KeyError:  # not registered: the run will say so
-        pass
-    return {**defaults, **overrides}
+    return {**method_defaults(method, profile), **overrides}
 
 
 def main_variants(methods: Sequence[str], profile: str) -> list[Variant]:
@@ -721,7 +729,8 @@ def orca_ablation_variants(
     * ``freezing``: after alignment, fine-tune everything / freeze the embedder / the body /
       both (then only the head trains);
     * ``pretraining``: the same body with random weights (0 % pretraining) vs pretrained
-      (100 %); intermediate checkpoints do not exist offline;
+      (100 %); in the paper profile also RoBERTa pretrained on 1M, 10M, 100M and 1B words
+      (the MiniBERTas, downloaded from the Hub; 1D tasks only, Swin has no such ladder);
     * ``embedder_training``: the number of OTDD alignment epochs (0 = none).
     """
     base = method_options("orca", profile)
@@ -733,13 +742,30 @@ def orca_ablation_variants(
         return [Variant(f"freeze={f}", "orca", {**base, "freeze": f})
                 for f in ("none", "embedder", "body", "both")]
     if ablation == "pretraining":
+        ladder = []
+        if get_profile(profile).name == "paper":  # the MiniBERTas (1D tasks only)
+            from crossmodal.bodies import PRETRAINING_AMOUNTS
+
+            amounts = [a for rungs in PRETRAINING_AMOUNTS.values() for a, _ in rungs]
+            ladder = [Variant(f"body {a} words", "orca", base, body=f"{{amounts[{a}]}}")
+                      for a in dict.fromkeys(amounts)]
         return [Variant("body 0% (random init)", "orca", base, body="{default}-random"),
+                *ladder,
                 Variant("body 100% (pretrained)", "orca", base, body="{default}")]
     if ablation == "embedder_training":
         grid = align_epochs or ALIGN_EPOCH_GRID[get_profile(profile).name]
         return [Variant(f"align_epochs={e}", "orca", {**base, "align_epochs": int(e)})
                 for e in grid]
     raise unknown_name("ablation", ablation, ORCA_ABLATIONS)
+
+
+def _pretraining_amounts(default_body: str) -> dict[str, str]:
+    """``{amount: body}`` of the pretraining ladder of a body; missing amounts map to ""."""
+    from collections import defaultdict
+
+    from crossmodal.bodies import PRETRAINING_AMOUNTS
+
+    return defaultdict(str, dict(PRETRAINING_AMOUNTS.get(default_body, ())))
 
 
 def run_ablations(nb: NotebookSettings, ablations: Sequence[str], report: Report | None = None,
@@ -814,48 +840,57 @@ def _final_of(table: pd.DataFrame, task: str, variant: str) -> float | None:
     return float(row["ours"].iloc[0]) if len(row) else None
 
 
-def orca_ablation_checks(ablation: str, table: pd.DataFrame) -> list[Check]:
-    """The direction of each ablation's finding on our tasks (observed, not asserted: at
-    smoke scale one epoch and a hundred samples can go either way)."""
-    checks = []
-    for task in dict.fromkeys(table["task"]):
-        def final(v, task=task):
-            return _final_of(table, task, v)
+def orca_ablation_checks(ablation: str, table: pd.DataFrame,
+                         runs: pd.DataFrame | None = None) -> list[Check]:
+    """The direction of each ablation's finding on our tasks (observed, not asserted).
 
+    With ``runs`` (one row per run, as :func:`run_ablations` returns) each "A beats B"
+    finding gets a paired verdict over the seeds of each task (:func:`verdict_check`);
+    without, it is one comparison of the means in ``table``.
+    """
+    checks = []
+    if runs is not None and "ablation" in runs:
+        runs = runs[runs["ablation"] == ablation]
+
+    def judged(task, better, worse, claim, paper):
+        if runs is not None:
+            c = verdict_check(runs[runs["task"] == task], better, worse, claim=claim,
+                              paper=paper)
+            if c is not None:
+                return c
+        a, b = _final_of(table, task, better), _final_of(table, task, worse)
+        if a is None or b is None:
+            return None
+        return check_direction(claim, a < b, f"{fmt_value(a)} vs {fmt_value(b)}", paper=paper)
+
+    for task in dict.fromkeys(table["task"]):
         if ablation == "freezing":
-            full, body = final("freeze=none"), final("freeze=body")
-            if full is not None and body is not None:
-                checks.append(check_direction(
-                    f"{task}: fine-tuning the body matters (freeze=none beats freeze=body)",
-                    full < body, f"{fmt_value(full)} vs {fmt_value(body)}",
-                    paper="Fig. 7: fine-tuning the body is critical"))
+            checks.append(judged(
+                task, "freeze=none", "freeze=body",
+                f"{task}: fine-tuning the body matters (freeze=none beats freeze=body)",
+                "Fig. 7: fine-tuning the body is critical"))
         elif ablation == "pretraining":
-            pre, rnd = final("body 100% (pretrained)"), final("body 0% (random init)")
-            if pre is not None and rnd is not None:
-                checks.append(check_direction(
-                    f"{task}: the pretrained body beats the random one", pre < rnd,
-                    f"{fmt_value(pre)} vs {fmt_value(rnd)}",
-                    paper="Fig. 8: for 1D tasks pretraining is 'actually not necessary'"))
+            checks.append(judged(
+                task, "body 100% (pretrained)", "body 0% (random init)",
+                f"{task}: the pretrained body beats the random one",
+                "Fig. 8: for 1D tasks pretraining is 'actually not necessary'"))
         elif ablation == "proxy":
-            none = final("no alignment")
             for v in table.loc[table["task"] == task, "variant"]:
-                if v.startswith("proxy=") and none is not None:
-                    ours = final(v)
-                    checks.append(check_direction(
-                        f"{task}: alignment with {v} beats no alignment", ours < none,
-                        f"{fmt_value(ours)} vs {fmt_value(none)}",
-                        paper="Fig. 5: embedder training matters for 1D tasks"))
+                if v.startswith("proxy="):
+                    checks.append(judged(
+                        task, v, "no alignment", f"{task}: alignment with {v} beats no alignment",
+                        "Fig. 5: embedder training matters for 1D tasks"))
         elif ablation == "embedder_training":
             sub = table[table["task"] == task].copy()
             if "otdd_after" in sub and sub["otdd_after"].notna().sum() >= 2:
                 sub = sub.dropna(subset=["otdd_after"]).sort_values("align_epochs")
                 mono = bool((np.diff(sub["otdd_after"].to_numpy()) < 0).all())
                 checks.append(check_direction(
-                    f"{task}: more alignment epochs give a lower OTDD", mono,
+                    f"{task}: more alignment epochs give a lower OTDD (mean over seeds)", mono,
                     "OTDD after " + ", ".join(f"{int(e)}: {fmt_value(o)}" for e, o in
                                               zip(sub["align_epochs"], sub["otdd_after"])),
                     paper="Fig. 6: OTDD per embedder-training epoch"))
-    return checks
+    return [c for c in checks if c is not None]
 
 
 def ablation_table(runs: pd.DataFrame, profile: str) -> pd.DataFrame:
@@ -864,7 +899,9 @@ def ablation_table(runs: pd.DataFrame, profile: str) -> pd.DataFrame:
     g = runs.groupby(keys, sort=False)
     table = g.agg(method=("method", "first"), metric=("metric", "first"),
                   lower_is_better=("lower_is_better", "first"), ours=("final", "mean"),
-                  best=("best", "mean"), seeds=("seed", "nunique")).reset_index()
+                  ours_std=("final", "std"), best=("best", "mean"),
+                  seeds=("seed", "nunique")).reset_index()
+    table["ours ± std"] = mean_pm_std(table["ours"], table["ours_std"])
     al = alignment_frame(runs)
     if not al.empty:
         al = al.groupby(["task", "variant"], sort=False)[
@@ -907,6 +944,20 @@ def epoch_frame(runs: pd.DataFrame) -> pd.DataFrame:
             rows.append({"task": r["task"], "variant": r["variant"], "seed": r["seed"],
                          "epoch": e, "train_loss": loss, "test_metric": m})
     return pd.DataFrame(rows)
+
+
+def epoch_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per task x variant x epoch: train loss and test metric as mean ± std over seeds."""
+    ef = epoch_frame(runs)
+    if ef.empty:
+        return ef
+    g = ef.groupby(["task", "variant", "epoch"], sort=False)
+    out = g.agg(seeds=("seed", "nunique"), loss=("train_loss", "mean"),
+                loss_std=("train_loss", "std"), metric=("test_metric", "mean"),
+                metric_std=("test_metric", "std")).reset_index()
+    out["train loss"] = mean_pm_std(out["loss"], out["loss_std"])
+    out["test metric"] = mean_pm_std(out["metric"], out["metric_std"])
+    return out[["task", "variant", "epoch", "seeds", "train loss", "test metric"]]
 
 
 # --------------------------------------------------------------------------- tables
@@ -952,11 +1003,52 @@ def compare_with_paper(
     table["rank_paper"] = (table.assign(_v=sign * table["paper"])
                            .groupby("task")["_v"].rank(method="min"))
     table["status"] = [status_of(profile, p) for p in table["paper"]]
+    table["ours ± std"] = mean_pm_std(table["ours"], table["ours_std"])
     if is_dry_run(runs):  # a dry run's numbers are no results: never beside a paper's
         table[["paper", "gap", "rel_gap_pct", "rank_paper"]] = np.nan
         table["paper_table"] = ""
         table["status"] = DRY_RUN_STATUS
     return table
+
+
+def mean_pm_std(mean: Sequence[float], std: Sequence[float], digits: int = 3) -> list[str]:
+    """``"mean ± std"`` strings (std over seeds; one seed prints the mean alone)."""
+    out = []
+    for m, sd in zip(mean, std):
+        ok = sd is not None and isinstance(sd, (float, int, np.floating)) and math.isfinite(sd)
+        out.append(f"{fmt_value(m, digits)} ± {fmt_value(sd, 2)}" if ok
+                   else fmt_value(m, digits))
+    return out
+
+
+def reference_table(nb: NotebookSettings) -> pd.DataFrame:
+    """The classical reference rows (:mod:`crossmodal.reference`) of a notebook's tasks, in the
+    columns of :func:`compare_with_paper` (mean ± std over the notebook's seeds)."""
+    from crossmodal.reference import reference_runs
+
+    ref = reference_runs(nb)
+    if ref.empty:
+        return pd.DataFrame()
+    g = ref.groupby(["task", "variant"], sort=False)
+    table = g.agg(method=("method", "first"), metric=("metric", "first"),
+                  lower_is_better=("lower_is_better", "first"), ours=("final", "mean"),
+                  ours_std=("final", "std"), seeds=("seed", "nunique")).reset_index()
+    table["paper"] = np.nan
+    table["status"] = "classical reference (raw inputs)"
+    table["ours ± std"] = mean_pm_std(table["ours"], table["ours_std"])
+    return table
+
+
+def with_reference(table: pd.DataFrame, nb: NotebookSettings) -> pd.DataFrame:
+    """``table`` with the reference rows of its tasks appended after each task's methods
+    (not ranked: they are not fine-tuning methods)."""
+    ref = reference_table(nb)
+    if ref.empty:
+        return table
+    parts = []
+    for task in dict.fromkeys(table["task"]):
+        parts += [table[table["task"] == task], ref[ref["task"] == task]]
+    return pd.concat(parts, ignore_index=True)
 
 
 def status_of(profile: str, paper: float) -> str:
@@ -1016,7 +1108,12 @@ CHECK_KINDS = ("sanity", "claim")
 @dataclass
 class Check:
     """A direction check: a paper claim on our runs (smoke scale cannot match its numbers),
-    or a sanity check that holds by construction (``kind``)."""
+    or a sanity check that holds by construction (``kind``).
+
+    ``verdict`` (``holds``/``contradicted``/``inconclusive``) is set when the claim was judged
+    by a paired comparison over (task, seed) pairs (:mod:`crossmodal.verdicts`); ``holds`` is
+    then ``verdict == "holds"``. Without it the check is a single yes/no observation.
+    """
 
     claim: str
     holds: bool
@@ -1024,9 +1121,10 @@ class Check:
     asserted: bool = False
     paper: str = ""
     kind: str = "claim"
+    verdict: str | None = None
 
     def line(self) -> str:
-        mark = "holds" if self.holds else "does NOT hold"
+        mark = self.verdict or ("holds" if self.holds else "does NOT hold")
         if self.kind == "sanity":
             return f"[{mark}, sanity check: holds by construction] {self.claim}: {self.detail}"
         how = "asserted" if self.asserted else "observed"
@@ -1061,16 +1159,43 @@ def paper_wins(better: str, worse: str, tables: Sequence[str] = MAIN_TABLES,
     return wins, n
 
 
+def verdict_check(runs: pd.DataFrame, better: str, worse: str, *, claim: str | None = None,
+                  paper: str = "", variant_col: str = "variant") -> Check | None:
+    """The paired verdict on "``better`` beats ``worse``" over the (task, seed) pairs of
+    ``runs`` (one row per run, :func:`run_grid`), as a :class:`Check` with the numbers.
+
+    None when one of the two variants did not run. The rule (sign test and bootstrap
+    interval of the mean difference) is :func:`crossmodal.verdicts.paired_verdict`.
+    """
+    from crossmodal.verdicts import compare
+
+    if runs.empty or not {better, worse} <= set(runs[variant_col]):
+        return None
+    v = compare(runs, better, worse, variant_col=variant_col)
+    if v.n_pairs == 0:
+        return None
+    detail = v.detail() + (f"; {paper}" if paper else "")
+    return Check(claim or f"{better} beats {worse}", v.holds, detail, False, paper, "claim",
+                 v.verdict)
+
+
 def pairwise_check(table: pd.DataFrame, better: str, worse: str) -> Check | None:
-    """Does ``better`` beat ``worse`` on our tasks as it does on the paper's? (None: not run.)"""
+    """Does ``better`` beat ``worse`` on our tasks as it does on the paper's? (None: not run.)
+
+    Given the runs (one row per task x variant x seed, with ``seed`` and ``final``), the
+    claim gets a paired verdict over the (task, seed) pairs (:func:`verdict_check`); given a
+    table of means (one row per task x variant), it counts the tasks where it holds.
+    """
+    pw, pn = paper_wins(better, worse)
+    paper = f"paper: {pw}/{pn} tasks" if pn else "paper: no shared tasks"
+    if {"seed", "final"} <= set(table.columns):
+        return verdict_check(table, better, worse, paper=paper)
     ours = table.pivot_table(index="task", columns="variant", values="ours", aggfunc="mean")
     if better not in ours or worse not in ours:
         return None
     lower = table.groupby("task")["lower_is_better"].first()
     diff = (ours[better] - ours[worse]) * np.where(lower.loc[ours.index], 1.0, -1.0)
     wins, n = int((diff < 0).sum()), int(diff.notna().sum())
-    pw, pn = paper_wins(better, worse)
-    paper = f"paper: {pw}/{pn} tasks" if pn else "paper: no shared tasks"
     return check_direction(f"{better} beats {worse}", wins * 2 > n,
                            f"ours: {wins}/{n} tasks; {paper}", paper=paper)
 
@@ -1081,9 +1206,11 @@ def pairwise_check(table: pd.DataFrame, better: str, worse: str) -> Check | None
 def plot_curves(runs: pd.DataFrame, column: str = "curve", ylabel: str | None = None,
                 title: str = "", panels: Sequence[str] = ("task",), xlabel: str = "epoch"):
     """A panel per value of ``panels`` (e.g. task, or ablation and task): ``column`` (a list
-    per run, e.g. the test metric per epoch) against its index, a line per variant (mean
-    over seeds)."""
+    per run, e.g. the test metric per epoch) against its index, a line per variant: the mean
+    over seeds with a band of ± one standard deviation (when there are several seeds).
+    Epochs and steps are whole numbers, so the x axis ticks integers only."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     keys = list(dict.fromkeys(map(tuple, runs[list(panels)].to_numpy())))
     ncol = min(4, len(keys))
@@ -1099,14 +1226,20 @@ def plot_curves(runs: pd.DataFrame, column: str = "curve", ylabel: str | None = 
             if not curves:
                 continue
             n = min(map(len, curves))
-            mean = np.mean([c[:n] for c in curves], axis=0)
-            ax.plot(range(1, n + 1), mean, marker="o", label=variant)
+            values = np.array([c[:n] for c in curves], dtype=float)
+            mean, xs = values.mean(axis=0), np.arange(1, n + 1)
+            (line,) = ax.plot(xs, mean, marker="o", label=f"{variant} (n={len(curves)})")
+            if len(curves) > 1:
+                std = values.std(axis=0, ddof=1)
+                ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(" / ".join(map(str, key)), fontsize=9)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel or (sub["metric"].iloc[0] if column == "curve" else column))
         ax.legend(fontsize=7)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title + (" (mean ± std over seeds)" if runs["seed"].nunique() > 1
+                              else "") if "seed" in runs else title)
     return fig
 
 
@@ -1120,7 +1253,9 @@ def plot_bars(table: pd.DataFrame, value: str = "ours", title: str = ""):
     for ax, task in zip(axes, tasks):
         sub = table[table["task"] == task]
         xs = np.arange(len(sub))
-        ax.bar(xs, sub[value], color="tab:blue", label="ours")
+        err = sub[f"{value}_std"].fillna(0.0) if f"{value}_std" in sub else None
+        ax.bar(xs, sub[value], yerr=err, capsize=3, color="tab:blue",
+               label="ours (mean ± std over seeds)" if err is not None else "ours")
         if "paper" in sub and sub["paper"].notna().any():
             ax.scatter(xs, sub["paper"], color="tab:red", marker="_", s=300, label="paper")
         ax.set_xticks(xs, sub["variant"], rotation=45, ha="right", fontsize=8)

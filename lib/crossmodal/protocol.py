@@ -277,19 +277,19 @@ def _paper_train(task, method: str) -> dict[str, Setting]:
 
 
 def _profile_train(task, profile) -> dict[str, Setting]:
+    from crossmodal.profiles import train_defaults
     from crossmodal.training import TrainConfig
 
     d = TrainConfig()
-    src = f"profile {profile.name} (crossmodal.profiles.PROFILES)"
+    given = train_defaults(task, profile)
+    src = (f"profile {profile.name} (crossmodal.profiles.train_defaults"
+           + (", the smoke recipe)" if profile.name == "smoke" else ")"))
     kit = "kit default (crossmodal.training.TrainConfig)"
-    return {
-        "epochs": Setting(profile.epochs, src), "batch_size": Setting(profile.batch_size, src),
-        "grad_accum": Setting(1, src), "accum_semantics": Setting(d.accum_semantics, kit),
-        "optimizer": Setting(profile.optimizer, src), "lr": Setting(profile.lr, src),
-        "weight_decay": Setting(0.0, src), "betas": Setting(d.betas, kit),
-        "momentum": Setting(d.momentum, kit), "clip_grad": Setting(d.clip_grad, kit),
-        "schedule": Setting(d.schedule, kit), "warmup_frac": Setting(d.warmup_frac, kit),
-    }
+    names = ("epochs", "batch_size", "grad_accum", "accum_semantics", "optimizer", "lr",
+             "body_lr", "weight_decay", "betas", "momentum", "clip_grad", "schedule",
+             "warmup_frac")
+    return {n: Setting(given[n], src) if n in given else Setting(getattr(d, n), kit)
+            for n in names if n in given or hasattr(d, n)}
 
 
 #: The embedder initialisation each method's paper/code ran (``models`` builds both).
@@ -351,6 +351,13 @@ def _stage(task, method: str, profile_name: str) -> tuple[dict[str, Setting], di
     kit = "kit default"
     stage = {f.name: Setting(getattr(cfg, f.name), kit) for f in dataclasses.fields(cfg)}
     notes: dict[str, Setting] = {}
+    from crossmodal.profiles import method_defaults
+
+    # the profile's stage options (crossmodal.profiles.METHOD_PROFILE_OPTIONS), as runs use
+    for name, value in method_defaults(method, profile_name).items():
+        if name in stage:
+            stage[name] = Setting(value, f"profile {profile_name} "
+                                  "(crossmodal.profiles.METHOD_PROFILE_OPTIONS)")
     if profile_name != "paper" or task.key not in ORCA_CONFIGS:
         return stage, notes
     key, orca = task.key, ORCA_CONFIGS[task.key]

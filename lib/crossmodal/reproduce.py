@@ -98,6 +98,15 @@ def run_notebook(
         return False, seconds, msg
 
 
+def _last_seconds(reports: Path, name: str, profile: str) -> float:
+    """The wall time of a notebook's last complete report (0 when there is none)."""
+    try:
+        doc = json.loads((reports / name / profile / "results.json").read_text())
+        return float(doc.get("wall_seconds") or 0.0)
+    except (OSError, ValueError):
+        return 0.0
+
+
 def _short_error(err: Exception) -> str:
     ename = getattr(err, "ename", None)  # papermill's PapermillExecutionError
     if ename:
@@ -134,10 +143,15 @@ def reproduce(
     timeout: int | None = None,
     update_notebooks: bool = False,
     runs_dir: str | Path | None = None,
+    workers: int = 2,
 ) -> int:
     """Run the notebooks with papermill; write ``reports/index.md``; 0 when all succeeded.
 
     With ``runs_dir`` every notebook collects its runs from that sweep folder (no training).
+    ``workers`` notebooks run at once, each in its own process and Jupyter kernel with one
+    torch thread (the notebooks pin it), so two workers keep a 2-core machine busy without
+    oversubscribing it. The longest notebooks (by the wall time of their last report)
+    start first, so the total is close to max(longest, sum / workers).
     """
     from crossmodal.profiles import get_profile
 
@@ -154,12 +168,12 @@ def reproduce(
         )
     status: dict[str, dict[str, Any]] = {}
     failures = []
-    for i, name in enumerate(names, start=1):
-        if progress:
-            print(f"[{i}/{len(names)}] {name} ({profile}) ...", flush=True)
-        ok, secs, msg = run_notebook(name, profile, notebooks=notebooks, reports=reports,
-                                     kernel=kernel, progress=progress, timeout=timeout,
-                                     runs_dir=runs_dir)
+    order = sorted(names, key=lambda n: -_last_seconds(reports, n, profile))
+    kw = dict(notebooks=notebooks, reports=reports, kernel=kernel, progress=False,
+              timeout=timeout, runs_dir=runs_dir)
+    t0 = time.perf_counter()
+
+    def done(i: int, name: str, ok: bool, secs: float, msg: str) -> None:
         status[name] = {"ok": ok, "seconds": secs, "error": msg}
         if progress:
             print(f"[{i}/{len(names)}] {name}: {'ok' if ok else 'FAILED'} in {secs:.0f} s"
@@ -168,10 +182,33 @@ def reproduce(
             update_notebook(name, profile, notebooks=notebooks, reports=reports)
         if not ok:
             failures.append((name, msg))
+
+    if workers <= 1:
+        for i, name in enumerate(order, start=1):
+            if progress:
+                print(f"[{i}/{len(names)}] {name} ({profile}) ...", flush=True)
+            done(i, name, *run_notebook(name, profile, **{**kw, "progress": progress}))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # one torch/BLAS thread per kernel: the kernels inherit the environment
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        os.environ.setdefault("MKL_NUM_THREADS", "1")
+        if progress:
+            print(f"running {len(names)} notebooks in {workers} worker processes "
+                  f"(longest first): {', '.join(order)}", flush=True)
+        with ProcessPoolExecutor(max_workers=workers,
+                                 mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(run_notebook, name, profile, **kw): name for name in order}
+            for i, fut in enumerate(as_completed(futures), start=1):
+                done(i, futures[fut], *fut.result())
+    failures.sort(key=lambda f: names.index(f[0]))
+    wall = time.perf_counter() - t0
     index = write_index(reports, status={profile: status})
     total = sum(s["seconds"] for s in status.values())
-    print(f"\n{len(names) - len(failures)}/{len(names)} notebooks ok in {total:.0f} s; "
-          f"index: {index}")
+    print(f"\n{len(names) - len(failures)}/{len(names)} notebooks ok in {wall:.0f} s wall "
+          f"({total:.0f} s of notebook time, {max(workers, 1)} worker(s)); index: {index}")
     if failures:
         print(f"Failed notebooks (the executed notebook and error.txt are in {reports}/<nb>/"
               f"{profile}/):")
@@ -241,7 +278,7 @@ def write_index(reports: str | Path,
             lines.append(f"| {e['notebook']} | {state} | "
                          f"{'-' if secs is None else f'{secs:.0f}'} | "
                          f"{held}/{len(checks)} hold | [{rel}]({rel}) |")
-        lines += ["", "| notebook | task | method | metric | paper | ours | status |",
+        lines += ["", "| notebook | task | method | metric | paper | ours (mean ± std) | status |",
                   "|---|---|---|---|---|---|---|"]
         for e in mine:
             res = e.get("results")
@@ -252,14 +289,14 @@ def write_index(reports: str | Path,
                 method = r.get("variant") or r.get("method", "")
                 if r.get("ablation"):
                     method = f"{r['ablation']}: {method}"
+                ours = r.get("ours ± std") or fmt_value(r.get("ours"))  # mean ± std over seeds
                 lines.append(
                     f"| {e['notebook']} | {r.get('task', '')} | {method} | {r.get('metric', '')} "
-                    f"| {fmt_value(r.get('paper'))} | {fmt_value(r.get('ours'))} "
-                    f"| {r.get('status', '')} |")
+                    f"| {fmt_value(r.get('paper'))} | {ours} | {r.get('status', '')} |")
         lines += ["", "Direction checks:", ""]
         for e in mine:
             for c in (e.get("results") or {}).get("checks", []):
-                mark = "holds" if c["holds"] else "does NOT hold"
+                mark = c.get("verdict") or ("holds" if c["holds"] else "does NOT hold")
                 kind = "asserted" if c.get("asserted") else "observed"
                 lines.append(f"- {e['notebook']}: [{mark}, {kind}] {c['claim']}: {c['detail']}")
         lines.append("")
@@ -285,13 +322,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=int, help="seconds per cell before giving up")
     p.add_argument("--update-notebooks", action="store_true",
                    help="copy the executed smoke notebooks back into notebooks/ (for nbval)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="notebooks run at once, one process and one thread each (default 2)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--runs-dir", help="collect the runs of this `crossmodal sweep` folder")
     args = p.parse_args(argv)
     try:
         return reproduce(args.profile, args.only, args.reports, args.notebooks,
                          not args.no_progress, args.kernel, args.timeout, args.update_notebooks,
-                         runs_dir=args.runs_dir)
+                         runs_dir=args.runs_dir, workers=args.workers)
     except CrossmodalError as err:
         print(f"crossmodal reproduce: error: {err}")
         return 2

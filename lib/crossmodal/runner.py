@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -26,7 +27,13 @@ from crossmodal.errors import InvalidInputError
 from crossmodal.methods import RunContext, get_method
 from crossmodal.metrics import get_metric
 from crossmodal.models import build_model
-from crossmodal.profiles import default_body, get_profile, train_defaults
+from crossmodal.profiles import (
+    default_body,
+    get_profile,
+    method_defaults,
+    subset_sizes,
+    train_defaults,
+)
 from crossmodal.reporting import package_versions, write_json_atomic
 from crossmodal.runlock import RunLock, clean_stale_temporaries
 from crossmodal.runstate import CHECKPOINT, plan_run, run_fingerprint
@@ -61,9 +68,9 @@ def subsample(splits: Splits, max_train: int | None, max_test: int | None, seed:
 def load_task_data(task: TaskSpec, profile: str, data_root: str | Path | None = None,
                    seed: int = 0) -> Splits:
     """A task's splits, shrunk as the profile says."""
-    prof = get_profile(profile)
+    max_train, max_test = subset_sizes(task, profile)
     splits = task.load(resolve_data_root(data_root))
-    return subsample(splits, prof.max_train, prof.max_test, seed)
+    return subsample(splits, max_train, max_test, seed)
 
 
 def make_train_config(task: TaskSpec, profile: str, *, epochs: int | None = None, seed: int = 0,
@@ -149,6 +156,42 @@ def one_run_per_folder(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[
     return wrapper
 
 
+def resolve_run(task: str | TaskSpec, method: str, profile: str, *, epochs: int | None = None,
+                seed: int = 0, method_options: dict[str, Any] | None = None,
+                train_options: dict[str, Any] | None = None, progress: bool = True,
+                dry: dict[str, Any] | None = None):
+    """The task spec, the configured method and the (validated) TrainConfig of a run.
+
+    The one place where a run's settings are resolved: the profile's training defaults per
+    task (the smoke recipe in ``smoke``), the profile's method stage options
+    (:func:`crossmodal.profiles.method_defaults`), then the caller's overrides (type-checked
+    before any work) and the dry-run switches. Both ``crossmodal run`` and the notebooks go
+    through it, so they run the same settings.
+    """
+    spec = get_task(task) if isinstance(task, str) else task
+    prof = get_profile(profile)
+    seed = check_seed(seed)
+    proto = protocol_for(spec, method, prof.name)  # the paper profile's stage settings
+    m = get_method(method, **{**(proto.method_options() if proto else {}),
+                              **method_defaults(method, prof),
+                              **typed_method_options(method, method_options)})
+    cfg = make_train_config(spec, profile, epochs=epochs, seed=seed, progress=progress,
+                            **{**typed_train_options(train_options), **(dry or {})})
+    cfg.validate()
+    return spec, m, cfg
+
+
+def protocol_for(spec: TaskSpec, method: str, profile: str):
+    """The protocol table entry of a paper-profile run (:mod:`crossmodal.protocol`), else None.
+
+    It supplies the method's stage settings, the model's token count, dropout and embedder
+    initialisation, and is recorded in ``results.json`` under ``config.protocol``.
+    """
+    from crossmodal.protocol import resolve
+
+    return resolve(spec, method, profile) if profile == "paper" else None
+
+
 def dry_run_options(limit_batches: int | None, batch_size: int | None) -> dict[str, Any]:
     """TrainConfig overrides of the dry-run switches (``--limit-batches``, ``--batch-size``)."""
     out: dict[str, Any] = {}
@@ -225,22 +268,15 @@ def run(
         per-epoch metrics through Accelerate's trackers into ``out/logs``
         (:mod:`crossmodal.tracking`; needs ``out``).
     """
-    from crossmodal.protocol import resolve
-
     t_start = time.perf_counter()
-    spec = get_task(task) if isinstance(task, str) else task
-    prof = get_profile(profile)
     # Every argument is checked before any work: a typo must not cost a stage-1 training.
-    seed = check_seed(seed)
-    # the protocol table: method stage settings of the profile, user options on top
-    proto = resolve(spec, method, prof.name) if prof.name == "paper" else None
-    options = {**(proto.method_options() if proto else {}),
-               **typed_method_options(method, method_options)}
-    m = get_method(method, **options)
     dry = dry_run_options(limit_batches, batch_size)
-    cfg = make_train_config(spec, profile, epochs=epochs, seed=seed, progress=progress,
-                            **{**typed_train_options(train_options), **dry})
-    cfg.validate()
+    spec, m, cfg = resolve_run(task, method, profile, epochs=epochs, seed=seed,
+                               method_options=method_options, train_options=train_options,
+                               progress=progress, dry=dry)
+    seed = cfg.seed
+    prof = get_profile(profile)
+    proto = protocol_for(spec, m.name, prof.name)
     # one device for every stage (fit's accelerate picks the same one from cfg.device)
     device = resolve_device(cfg.device)
     if log_with is not None:  # fail before any training: unknown or not installed
@@ -337,13 +373,14 @@ def run(
         "wall_seconds": time.perf_counter() - t_start,
         "device": device,
         "data": data_kind,
+        "num_processes": int(os.environ.get("WORLD_SIZE", "1")),
         "dry_run": bool(dry) or data_kind == "fixture",
         "limit_batches": limit_batches,
         "batch_size": batch_size,
         "versions": package_versions(),
         "status": "complete",
     }
-    if out_dir is not None:
+    if out_dir is not None and int(os.environ.get("RANK", "0")) == 0:  # one writer
         write_json_atomic(result, out_dir / "results.json")
         if not keep_checkpoint:
             (out_dir / CHECKPOINT).unlink(missing_ok=True)

@@ -36,10 +36,12 @@ from crossmodal.notebook import (
     check_direction,
     fmt_value,
     load_splits,
+    mean_pm_std,
     method_options,
     paper_value,
     run_grid,
     status_of,
+    verdict_check,
 )
 
 
@@ -135,8 +137,9 @@ def pare_ablation_table(runs: pd.DataFrame, profile: str) -> pd.DataFrame:
     number for the task when it is a paper task, and the status of the comparison."""
     g = runs.groupby(["ablation", "task", "variant"], sort=False)
     table = g.agg(metric=("metric", "first"), lower_is_better=("lower_is_better", "first"),
-                  ours=("final", "mean"), best=("best", "mean"),
+                  ours=("final", "mean"), ours_std=("final", "std"), best=("best", "mean"),
                   seeds=("seed", "nunique")).reset_index()
+    table["ours ± std"] = mean_pm_std(table["ours"], table["ours_std"])
     table["paper"] = [pare_paper_value(a, v, t) if t in NB360_TASKS else np.nan
                       for a, t, v in zip(table["ablation"], table["task"], table["variant"])]
     table["paper"] = table["paper"].astype(float)
@@ -157,10 +160,26 @@ def _paper_wins(ablation: str, better: str, worse: str) -> tuple[int, int, int]:
     return wins, ties, n
 
 
-def pare_ablation_checks(table: pd.DataFrame) -> list[Check]:
+def pare_ablation_checks(table: pd.DataFrame, runs: pd.DataFrame | None = None) -> list[Check]:
     """For each ablation: does PaRe's default beat each other value on our tasks, as in the
-    paper? (Observed: at smoke scale either can win.)"""
+    paper? (Observed: at smoke scale either can win.) With ``runs`` (one row per run), each
+    claim gets a paired verdict over the (task, seed) pairs (:func:`verdict_check`)."""
     checks = []
+    if runs is not None:
+        for ablation in dict.fromkeys(table["ablation"]):
+            sub = runs[runs["ablation"] == ablation]
+            default = PARE_DEFAULTS[ablation]
+            for v in dict.fromkeys(sub["variant"]):
+                if v == default:
+                    continue
+                pw, pt, pn = _paper_wins(ablation, default, v)
+                paper = (f"paper {PARE_TABLES[ablation]}: {pw}/{pn} tasks, {pt} ties" if pn
+                         else "not in the paper")
+                c = verdict_check(sub, default, v, claim=f"PaRe's {default} beats {v}",
+                                  paper=paper)
+                if c is not None:
+                    checks.append(c)
+        return checks
     for ablation in dict.fromkeys(table["ablation"]):
         sub = table[table["ablation"] == ablation]
         default = PARE_DEFAULTS[ablation]

@@ -6,6 +6,17 @@ the same loop runs on the CPU, one GPU, or several (``accelerate launch -m cross
 run ...``). Methods change what is trained and the loss, never the loop: they pass a
 ``loss_fn(model, batch, state) -> loss`` and the parameters to optimise.
 
+Several processes (``accelerate launch --multi_gpu --num_processes 2 -m crossmodal.cli run``;
+on a machine without GPUs that starts two CPU processes, DDP on gloo): the model is *not*
+wrapped in ``DistributedDataParallel``, because methods' loss functions call the model's
+parts (``model.embedder``, ``model.extras[...]``), which a DDP wrapper hides and whose
+forwards bypass its gradient hooks. Instead every process starts from rank 0's weights, each
+global batch of ``batch_size`` is split across the processes (``split_batches``), and the
+gradients are averaged across processes before every optimiser step
+(:func:`average_gradients`), which is the same update as one process on the whole batch.
+Mixed precision (``mixed_precision``) wraps the method's whole loss function and the
+evaluation forward in ``accelerator.autocast()``, so the methods' own forwards get it too.
+
 Reproducibility: torch threads are pinned and every epoch reseeds the data order and the
 dropout RNG from ``(seed, epoch)``; so two runs with the same seed give identical metrics,
 and a run resumed from the checkpoint of epoch e continues exactly as the uninterrupted run.
@@ -40,6 +51,15 @@ ACCUM_SEMANTICS = ("mean", "sum")
 class TrainConfig:
     r"""Fine-tuning settings (defaults per task and profile: :func:`crossmodal.profiles.train_defaults`).
 
+    The learning rate warms up linearly for ``warmup_frac`` of the optimiser steps, then
+    follows ``schedule`` down to zero (ORCA uses warm-up followed by a decay).
+
+    ``lr`` is the learning rate of every trained parameter, unless ``body_lr`` is set: then
+    the pretrained body's parameters (``model.body``) train at ``body_lr`` and the parts a
+    method adds fresh (embedder, head, ``extras``) at ``lr``. A randomly initialised embedder
+    and head need a larger step than the pretrained body tolerates (the smoke recipe in
+    :mod:`crossmodal.profiles`); the schedule scales both groups alike.
+
     Schedules. ``constant``/``linear``/``cosine``: the learning rate warms up linearly for
     ``warmup_frac`` of the optimiser steps, then follows ``schedule`` down to zero (the
     smoke and lab profiles use cosine). ``warmup_linear`` is ORCA's ``WarmupLR``
@@ -71,6 +91,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     optimizer: str = "adamw"
     lr: float = 1e-4
+    body_lr: float | None = None
     weight_decay: float = 0.0
     momentum: float = 0.9
     betas: tuple[float, float] = (0.9, 0.999)
@@ -115,6 +136,8 @@ class TrainConfig:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InvalidInputError(f"lr must be a positive number, got {self.lr}")
+        if self.body_lr is not None and not (self.body_lr >= 0 and math.isfinite(self.body_lr)):
+            raise InvalidInputError(f"body_lr must be a number >= 0 or None, got {self.body_lr}")
         if self.limit_batches is not None and self.limit_batches < 1:
             raise InvalidInputError(f"limit_batches must be >= 1 (or None for all), got "
                                     f"{self.limit_batches}")
@@ -202,10 +225,32 @@ def to_dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
     return TensorDataset(torch.as_tensor(x), torch.as_tensor(y))
 
 
-def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+def param_groups(params: Iterable[nn.Parameter], cfg: TrainConfig,
+                 body: nn.Module | None = None) -> list[dict]:
+    """Optimiser parameter groups: the new parts at ``cfg.lr``, ``body`` at ``cfg.body_lr``.
+
+    With ``cfg.body_lr`` None (or no ``body``) there is one group at ``cfg.lr``. Frozen
+    parameters are left out; empty groups are dropped.
+    """
     params = [p for p in params if p.requires_grad]
     if not params:
         raise InvalidInputError("nothing to train: every parameter is frozen")
+    if cfg.body_lr is None or body is None:
+        return [{"params": params, "lr": cfg.lr, "name": "all"}]
+    in_body = {id(p) for p in body.parameters()}
+    new = [p for p in params if id(p) not in in_body]
+    old = [p for p in params if id(p) in in_body]
+    groups = [{"params": new, "lr": cfg.lr, "name": "new"},
+              {"params": old, "lr": cfg.body_lr, "name": "body"}]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(params: Iterable[nn.Parameter] | list[dict], cfg: TrainConfig,
+                   body: nn.Module | None = None) -> torch.optim.Optimizer:
+    """The optimiser of ``cfg.optimizer`` over ``params`` (grouped by :func:`param_groups`)."""
+    params = list(params)
+    if not (params and isinstance(params[0], dict)):
+        params = param_groups(params, cfg, body)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)
@@ -285,7 +330,11 @@ def predict(model: nn.Module, loader, accelerator=None,
     for i, (x, y) in enumerate(loader):
         if limit_batches is not None and i >= limit_batches:
             break
-        out = model(x)
+        if accelerator is not None:
+            with accelerator.autocast():
+                out = model(x)
+        else:
+            out = model(x)
         if accelerator is not None:
             out, y = accelerator.gather_for_metrics((out, y))
         outs.append(out.float().cpu())
@@ -300,6 +349,39 @@ def evaluate(model: nn.Module, task, loader, accelerator=None,
 
     pred, target = predict(model, loader, accelerator, limit_batches)
     return float(get_metric(task.metric).fn(pred, target))
+
+
+def average_gradients(params: Iterable[nn.Parameter]) -> None:
+    """Average the gradients of ``params`` over all processes (no-op in one process).
+
+    A parameter without a gradient on this process contributes zeros, so that every process
+    takes part in the same collective with the same shapes.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    params = [p for p in params if p.requires_grad]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[offset:offset + n].view_as(g).clone()
+        offset += n
+
+
+def broadcast_model(model: nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every process (no-op in one process)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(t.data, src=0)
 
 
 def resume_differences(saved: dict, cfg: TrainConfig, run_config: dict | None = None
@@ -374,6 +456,7 @@ def fit(
     The per-epoch records: ``{"epoch", "train_loss", "test_metric", "lr", "seconds"}``.
     """
     from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
     from tqdm.auto import tqdm
 
     cfg.validate()
@@ -387,9 +470,13 @@ def fit(
     loss_fn = loss_fn or task_loss_fn(task)
 
     cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    # one global batch of cfg.batch_size split across processes: the one-process update
+    split = world > 1 and cfg.batch_size % world == 0 and cfg.eval_batch_size % world == 0
     if cfg.log_with:
         tracking.check_tracker(cfg.log_with)
     accelerator = Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision,
+                              dataloader_config=DataLoaderConfiguration(split_batches=split),
                               log_with=cfg.log_with or None,
                               project_config=tracking.project_config(out, cfg.log_with))
     train_ds, test_ds = to_dataset(*splits["train"]), to_dataset(*splits["test"])
@@ -397,7 +484,8 @@ def fit(
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler)
     test_loader = DataLoader(test_ds, batch_size=cfg.eval_batch_size, shuffle=False)
 
-    optimizer = make_optimizer(params if params is not None else model.parameters(), cfg)
+    optimizer = make_optimizer(params if params is not None else model.parameters(), cfg,
+                               body=getattr(model, "body", None))
     # micro-batches per epoch (fewer in a dry run, --limit-batches)
     n_batches = len(train_loader) if cfg.limit_batches is None else min(len(train_loader),
                                                                          cfg.limit_batches)
@@ -416,8 +504,11 @@ def fit(
                        else math.ceil(n_batches / cfg.grad_accum))
     per_batch_schedule = cfg.schedule == "warmup_linear"  # ORCA steps it every micro-batch
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch * cfg.epochs, n_batches)
-    model, optimizer, train_loader, test_loader = accelerator.prepare(
-        model, optimizer, train_loader, test_loader
+    # the model stays unwrapped (see the module docstring): placed here, synced by hand
+    model = model.to(accelerator.device)
+    broadcast_model(model)
+    optimizer, train_loader, test_loader = accelerator.prepare(
+        optimizer, train_loader, test_loader
     )
 
     history: list[dict] = []
@@ -440,7 +531,9 @@ def fit(
         if extra_state is not None:
             extra_state.update(ckpt.get("extra_state", {}))
     elif out is not None and (out / "metrics.jsonl").exists():
-        (out / "metrics.jsonl").unlink()  # a fresh run starts a fresh log
+        accelerator.wait_for_everyone()  # every process has seen the old log before it goes
+        if accelerator.is_main_process:
+            (out / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
 
     state = TrainState(epochs=cfg.epochs, steps_per_epoch=steps_per_epoch)
     if cfg.log_with:
@@ -466,7 +559,8 @@ def fit(
             if step >= n_batches:
                 break
             state.step = step
-            loss = loss_fn(model, (x, y), state)
+            with accelerator.autocast():  # mixed precision for the method's own forwards
+                loss = loss_fn(model, (x, y), state)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
                     f"the training loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}"
@@ -478,6 +572,7 @@ def fit(
             accelerator.backward(loss if summed else loss / cfg.grad_accum)
             last = step + 1 == n_batches
             if (step + 1) % cfg.grad_accum == 0 or (last and not drop_partial):
+                average_gradients(p for g in optimizer.param_groups for p in g["params"])
                 if cfg.clip_grad is not None and cfg.clip_grad > 0:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
                 if cfg.log_with:  # the global optimiser step: a resumed run continues it
@@ -530,7 +625,8 @@ def fit(
             on_epoch_end(record)
     if cfg.log_with:
         accelerator.end_training()  # flush and close the trackers
-    if remove_checkpoint and ckpt_path is not None and ckpt_path.exists() \
-            and not cfg.keep_checkpoint:
-        ckpt_path.unlink()  # the run is complete; results.json and metrics.jsonl remain
+    accelerator.wait_for_everyone()
+    if (remove_checkpoint and ckpt_path is not None and not cfg.keep_checkpoint
+            and accelerator.is_main_process):
+        ckpt_path.unlink(missing_ok=True)  # the run is complete; results.json and metrics remain
     return history
