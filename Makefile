@@ -34,8 +34,11 @@ paper-dryrun: $(STAMP)
 gpu-check: $(STAMP)
 	$(PY) benchmarks/gpu_check.py
 
+# jupyter/: the kit's Jupyter config (kernels over IPC: no TCP-encryption warning per kernel;
+# JupyterLab settings overrides: no news pop-up).
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root)
+	JUPYTER_CONFIG_PATH=$(CURDIR)/jupyter $(VENV)/bin/jupyter lab --notebook-dir=. \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lib tests data_scripts benchmarks

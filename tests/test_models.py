@@ -332,3 +332,17 @@ def test_orca_heads():
     assert m.architecture["head"] == "linear"  # smoke tasks keep the kit's decoders
     m = build_model("Burgers1D", "minilm")
     assert isinstance(m.head, PooledDenseHead1D) and m.architecture["head"] == "orca"
+
+
+def test_mismatched_body_and_proxy_or_task_are_explained():
+    from crossmodal.proxies import load_proxy, source_features
+
+    swin = load_body("swin-base-random", num_layers=1)
+    with pytest.raises(InvalidInputError, match="text body.*1D"):
+        build_model("ECG", swin)
+    with pytest.raises(InvalidInputError, match="image proxy"):
+        source_features(swin, load_proxy("pydoc_topics", max_samples=4))
+    with pytest.raises(InvalidInputError, match="text proxy"):
+        source_features(load_body("minilm"), load_proxy("digits", max_samples=4))
+    feats = source_features(swin, load_proxy("digits", max_samples=3))
+    assert feats.shape == (3, 128)  # Swin's stem tokens, mean-pooled (ORCA's proxy features)

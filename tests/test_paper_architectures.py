@@ -170,3 +170,22 @@ def test_every_method_trains_on_a_1d_task_with_a_text_proxy(method):
     assert changed == n_params > 0
     if "n_patches" in report:
         assert report["n_patches"] == 50
+
+
+def test_the_paper_pretraining_ablation_has_the_minibertas_for_text_bodies_only():
+    from crossmodal.bodies import BODIES
+    from crossmodal.notebook import _pretraining_amounts, orca_ablation_variants
+
+    variants = orca_ablation_variants("pretraining", "paper")
+    names = [v.name for v in variants]
+    assert names[0] == "body 0% (random init)" and names[-1] == "body 100% (pretrained)"
+    assert names[1:-1] == ["body 1M words", "body 10M words", "body 100M words",
+                           "body 1B words"]
+    text = [v.body.format(default="roberta-base", amounts=_pretraining_amounts("roberta-base"))
+            for v in variants]
+    assert text[1:-1] == ["roberta-med-small-1M", "roberta-base-10M", "roberta-base-100M",
+                          "roberta-base-1B"] and all(b in BODIES for b in text)
+    swin = [v.body.format(default="swin-base", amounts=_pretraining_amounts("swin-base"))
+            for v in variants]
+    assert swin[1:-1] == [""] * 4  # skipped for Swin tasks
+    assert len(orca_ablation_variants("pretraining", "smoke")) == 2  # smoke unchanged

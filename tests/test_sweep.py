@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 
 #: the smallest grid of main_results: one task, two methods, one seed, tiny subsets
-TINY = ["-p", "tasks", "smoke_gunpoint", "-p", "epochs", "2", "-p", "max_train", "16",
-        "-p", "max_test", "16"]
+TINY = ["-p", "tasks", "smoke_gunpoint", "-p", "seeds", "0", "-p", "epochs", "2",
+        "-p", "max_train", "16", "-p", "max_test", "16"]
 
 
 def _sweep(runs_dir: Path, notebook: str, *args: str) -> int:
@@ -50,8 +50,8 @@ def _wait(runs_dir: Path, timeout: float = 300.0) -> list[jobs.RunState]:
 
 
 def _direct(notebook: str, methods: list[str], **kw):
-    nb = cm.settings(notebook, "smoke", tasks=["smoke_gunpoint"], max_train=16, max_test=16,
-                     **kw)
+    nb = cm.settings(notebook, "smoke", tasks=["smoke_gunpoint"], seeds=[0], max_train=16,
+                     max_test=16, **kw)
     return nb, cm.run_grid(nb, cm.main_variants(methods, "smoke"))
 
 
@@ -71,11 +71,11 @@ def test_every_notebook_has_a_grid_from_its_parameters_cell():
 
 
 def test_run_ids_follow_the_configuration_not_the_label():
-    nb = cm.settings("main_results", "smoke", tasks=["smoke_gunpoint"], epochs=2)
+    nb = cm.settings("main_results", "smoke", tasks=["smoke_gunpoint"], seeds=[0], epochs=2)
     a = cm.plan_grid(nb, [cm.Variant("nft", "nft")])[0]
     assert a.run_id == cm.plan_grid(nb, [cm.Variant("another label", "nft")])[0].run_id
     assert a.run_id.startswith("smoke_gunpoint__nft__seed0__")
-    nb3 = cm.settings("main_results", "smoke", tasks=["smoke_gunpoint"], epochs=3)
+    nb3 = cm.settings("main_results", "smoke", tasks=["smoke_gunpoint"], seeds=[0], epochs=3)
     assert cm.plan_grid(nb3, ["nft"])[0].run_id != a.run_id
     orca = cm.plan_grid(nb, [cm.Variant("o", "orca", {"align_epochs": 1}),
                              cm.Variant("o", "orca", {"align_epochs": 2})])
@@ -110,8 +110,8 @@ def test_collect_reads_finished_runs_and_marks_the_missing_ones(tmp_path, monkey
     monkeypatch.setattr(crossmodal.runner, "run", no_training)
     runs_dir = tmp_path / "runs"
     runs_dir.mkdir()
-    nb = cm.settings("main_results", "smoke", tasks=["smoke_gunpoint"], runs_dir=runs_dir,
-                     output_dir=tmp_path / "report")
+    nb = cm.settings("main_results", "smoke", tasks=["smoke_gunpoint"], seeds=[0],
+                     runs_dir=runs_dir, output_dir=tmp_path / "report")
     planned = cm.plan_grid(nb, ["nft", "scratch"])
     (runs_dir / planned[0].run_id).mkdir()
     (runs_dir / planned[0].run_id / "results.json").write_text(
@@ -130,7 +130,8 @@ def test_collect_reads_finished_runs_and_marks_the_missing_ones(tmp_path, monkey
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    nb2 = cm.settings("main_results", "smoke", tasks=["smoke_gunpoint"], runs_dir=empty)
+    nb2 = cm.settings("main_results", "smoke", tasks=["smoke_gunpoint"], seeds=[0],
+                      runs_dir=empty)
     with pytest.warns(UserWarning), pytest.raises(DataMissingError, match="crossmodal sweep"):
         cm.run_grid(nb2, ["nft"])
 
@@ -152,7 +153,7 @@ def test_reproduce_passes_runs_dir_to_every_notebook(tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     runs.mkdir()
     assert main(["reproduce", "--profile", "paper", "--runs-dir", str(runs), "--reports",
-                 str(tmp_path / "reports"), "--no-progress"]) == 0
+                 str(tmp_path / "reports"), "--no-progress", "--workers", "1"]) == 0
     assert sorted(seen) == sorted(NOTEBOOK_GRIDS)
     assert {p["runs_dir"] for p in seen.values()} == {str(runs.resolve())}
     assert {p["profile"] for p in seen.values()} == {"paper"}
@@ -271,8 +272,8 @@ def test_log_with_tensorboard_writes_a_readable_event_file(tmp_path):
 
     from crossmodal.runner import run
 
-    nb = cm.settings("main_results", "smoke", tasks=["smoke_gunpoint"], max_train=32,
-                     max_test=16)
+    nb = cm.settings("main_results", "smoke", tasks=["smoke_gunpoint"], seeds=[0],
+                     max_train=32, max_test=16)
     out = tmp_path / "run"
     result = run("smoke_gunpoint", "scratch", "smoke", epochs=2, out=out, progress=False,
                  splits=cm.load_splits(nb, "smoke_gunpoint", 0), log_with="tensorboard",
@@ -308,7 +309,7 @@ def test_local_sweep_runs_jobs_and_the_collected_table_equals_the_direct_run(tmp
     assert "2 done" in capsys.readouterr().out
 
     nb, direct = _direct("main_results", methods, epochs=2)
-    nbc = cm.settings("main_results", "smoke", tasks=["smoke_gunpoint"], epochs=2,
+    nbc = cm.settings("main_results", "smoke", tasks=["smoke_gunpoint"], seeds=[0], epochs=2,
                       max_train=16, max_test=16, runs_dir=runs_dir,
                       output_dir=tmp_path / "report")
     collected = cm.run_grid(nbc, cm.main_variants(methods, "smoke"))
@@ -334,7 +335,8 @@ def _status(folder: Path) -> dict:
 @pytest.mark.slow
 def test_a_preempted_then_killed_job_resumes_to_the_uninterrupted_metric(tmp_path, capsys):
     runs_dir = tmp_path / "runs"
-    args = ["-p", "tasks", "smoke_gunpoint", "-p", "epochs", "8", "-p", "max_train", "48",
+    args = ["-p", "tasks", "smoke_gunpoint", "-p", "seeds", "0", "-p", "epochs", "6",
+            "-p", "max_train", "32",
             "-p", "max_test", "16", "-p", "methods", "['scratch']"]
     assert _sweep(runs_dir, "main_results", *args) == 0
     (folder,) = [p.parent for p in runs_dir.glob("*/spec.json")]
@@ -360,14 +362,14 @@ def test_a_preempted_then_killed_job_resumes_to_the_uninterrupted_metric(tmp_pat
     job = json.loads((folder / "job.json").read_text())
     assert "Requeued job" in Path(job["stdout"]).read_text() + Path(job["stderr"]).read_text()
     done_epochs = len((folder / "metrics.jsonl").read_text().splitlines())
-    assert 2 <= done_epochs < 8
+    assert 2 <= done_epochs < 6
 
     assert _sweep(runs_dir, "main_results", *args) == 0
     assert "1 submitted" in capsys.readouterr().out
     assert _wait(runs_dir)[0].state == "done"
     resumed = json.loads((folder / "results.json").read_text())
-    nb = cm.settings("main_results", "smoke", tasks=["smoke_gunpoint"], epochs=8,
-                     max_train=48, max_test=16)
+    nb = cm.settings("main_results", "smoke", tasks=["smoke_gunpoint"], seeds=[0], epochs=6,
+                     max_train=32, max_test=16)
     direct = cm.run_grid(nb, cm.main_variants(["scratch"], "smoke"))
     assert resumed["final_metric"] == direct["final"].iloc[0]
     assert [e["test_metric"] for e in resumed["epochs"]] == direct["curve"].iloc[0]
@@ -380,6 +382,7 @@ def test_status_reports_a_failing_job_with_its_error_and_command(tmp_path, capsy
     # a misspelt proxy fails only when the run loads it: inside the job
     assert _sweep(runs_dir, "orca_ablations", "-p", "ablations", "['proxy']",
                   "-p", "proxies", "['no_such_proxy']", "-p", "tasks", "smoke_basicmotions",
+                  "-p", "seeds", "0",
                   "-p", "epochs", "1", "-p", "max_train", "16", "-p", "max_test", "16",
                   "--max-parallel", "2") == 0
     capsys.readouterr()

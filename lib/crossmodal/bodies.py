@@ -517,6 +517,14 @@ for _name in ROBERTA_BODIES:
     BODIES[_name] = _roberta_loader(_name, True)
     BODIES[f"{_name}-random"] = _roberta_loader(_name, False)
 
+#: The pretraining-amount ladder of a paper body (ORCA ablations, "body pretraining amount"):
+#: (amount of pretraining text, body name), least first. RoBERTa-base itself saw about 30B
+#: words (160 GB of text); Swin has no such public ladder.
+PRETRAINING_AMOUNTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "roberta-base": (("1M", "roberta-med-small-1M"), ("10M", "roberta-base-10M"),
+                     ("100M", "roberta-base-100M"), ("1B", "roberta-base-1B")),
+}
+
 #: Bodies that load without network and without a cache.
 OFFLINE_BODIES = tuple(n for n in BODIES if n == "minilm" or n.endswith("-random"))
 

@@ -26,6 +26,11 @@ Initialisation (:func:`init_embedder`, ``embedder_init``):
   the 2D convolution in front of a Swin body is Swin's pretrained 4x4 patch convolution,
   its input channels tiled (and cut) to the task's channel count, and its bias; any other
   convolution gets ORCA's ``conv_init`` (Xavier-uniform with gain sqrt(2), zero bias).
+
+Which one a method ran: ORCA's code, ``"source"`` (``utils.py`` ``embedder_init`` with
+``train_embedder=True``); PaRe's code also ``"source"`` (``utils_PaRe.py``, unconditionally),
+while PaRe's paper text says f^t is "randomly initialised", i.e. ``"random"``. The protocol
+table (``crossmodal.protocol``) sets it per method; ``build_model``'s default is ``"random"``.
 """
 
 from __future__ import annotations

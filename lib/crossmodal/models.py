@@ -106,6 +106,10 @@ def make_embedder(
         max_positions=body.max_positions,
     )
     if task.modality == "1D":
+        if body.kind == "swin":
+            raise InvalidInputError(
+                f"task {task.key} is 1D but body {body.name} is Swin, which runs on 2D grids: "
+                "use a text body (roberta-base, minilm) for 1D tasks")
         length = task.input_shape[-1]
         if patch_size is not None and n_tokens is not None:
             raise InvalidInputError("give either patch_size or n_tokens for a 1D task, not both")

@@ -540,7 +540,10 @@ def plan_grid(
         default = default_body(get_task(task), nb.profile)
         for seed in nb.seeds:
             for v in vs:
-                body = v.body.format(default=default) if v.body else None
+                body = v.body.format(default=default, amounts=_pretraining_amounts(default)) \
+                    if v.body else None
+                if body == "":  # a pretraining amount this task's body lacks (Swin)
+                    continue
                 method, mcfg = v.method, _method_config(v.method, v.options)
                 cfg = repr(sorted(mcfg.items()))  # as _config_key, without a second build
                 identity = {"task": task, "seed": int(seed), "profile": nb.profile,
@@ -726,7 +729,8 @@ def orca_ablation_variants(
     * ``freezing``: after alignment, fine-tune everything / freeze the embedder / the body /
       both (then only the head trains);
     * ``pretraining``: the same body with random weights (0 % pretraining) vs pretrained
-      (100 %); intermediate checkpoints do not exist offline;
+      (100 %); in the paper profile also RoBERTa pretrained on 1M, 10M, 100M and 1B words
+      (the MiniBERTas, downloaded from the Hub; 1D tasks only, Swin has no such ladder);
     * ``embedder_training``: the number of OTDD alignment epochs (0 = none).
     """
     base = method_options("orca", profile)
@@ -738,13 +742,30 @@ def orca_ablation_variants(
         return [Variant(f"freeze={f}", "orca", {**base, "freeze": f})
                 for f in ("none", "embedder", "body", "both")]
     if ablation == "pretraining":
+        ladder = []
+        if get_profile(profile).name == "paper":  # the MiniBERTas (1D tasks only)
+            from crossmodal.bodies import PRETRAINING_AMOUNTS
+
+            amounts = [a for rungs in PRETRAINING_AMOUNTS.values() for a, _ in rungs]
+            ladder = [Variant(f"body {a} words", "orca", base, body=f"{{amounts[{a}]}}")
+                      for a in dict.fromkeys(amounts)]
         return [Variant("body 0% (random init)", "orca", base, body="{default}-random"),
+                *ladder,
                 Variant("body 100% (pretrained)", "orca", base, body="{default}")]
     if ablation == "embedder_training":
         grid = align_epochs or ALIGN_EPOCH_GRID[get_profile(profile).name]
         return [Variant(f"align_epochs={e}", "orca", {**base, "align_epochs": int(e)})
                 for e in grid]
     raise unknown_name("ablation", ablation, ORCA_ABLATIONS)
+
+
+def _pretraining_amounts(default_body: str) -> dict[str, str]:
+    """``{amount: body}`` of the pretraining ladder of a body; missing amounts map to ""."""
+    from collections import defaultdict
+
+    from crossmodal.bodies import PRETRAINING_AMOUNTS
+
+    return defaultdict(str, dict(PRETRAINING_AMOUNTS.get(default_body, ())))
 
 
 def run_ablations(nb: NotebookSettings, ablations: Sequence[str], report: Report | None = None,

@@ -6,6 +6,43 @@
 * ``paper``: the papers' protocol: RoBERTa-base (1D) and Swin-base (2D), full data, the
   fine-tuning hyperparameters of ORCA as copied in PaRe Tables 12/13 (read from the kit's
   copy of the paper tables, ``crossmodal/paper_results/pare_hyperparameters.csv``).
+
+The smoke recipe
+----------------
+What a student runs on a laptop must *learn*, or every comparison is noise. With one
+learning rate of 5e-5 for everything (batch 16, 1,000 digits, 4 epochs) MiniLM ended at
+85.6 % test error on ``smoke_digits`` (chance 90 %, logistic regression on the pixels 4 %):
+the recipe, not the data, failed. :data:`SMOKE_RECIPE` holds the per-task values; they are
+applied to every method alike and are the defaults of both the notebooks and
+``crossmodal run --profile smoke`` (``tests/test_smoke_recipe.py`` checks that they agree).
+The levers, each with the measurement that chose it (NFT, seed 0, one CPU thread):
+
+1. **Two learning rates** (:attr:`crossmodal.training.TrainConfig.body_lr`): the embedder
+   and head start from random weights and need a large step, the pretrained body a small
+   one. Digits (16 tokens, 1,000 samples, 4 epochs): one lr 5e-5 -> 85.6 %; new parts 1e-3
+   and body 5e-5 -> 44.6 %; "1e-4 / 2e-3" -> 75.6 % (the three numbers of issue 15).
+   Smoke: new parts **2e-3**, body **5e-5** (BasicMotions 4 epochs: 5.0 % with 1e-3 / 5e-5, 7.5 % with 2e-3 / 5e-5), and body
+   **1e-4** on GunPoint and advection, which need the body to move further (advection,
+   10 epochs: body 5e-5 -> nRMSE 0.58, 1e-4 over 12 epochs -> 0.41).
+2. **Fewer tokens** (the smoke tasks' ``patch_size``, :mod:`crossmodal.tasks.smoke`): a
+   step costs about one unit per token, and few tokens learn as well here: digits 4
+   tokens of 4 x 4 pixels (500 samples, 4 epochs: 9.5 %), GunPoint 6 tokens of 25 steps,
+   BasicMotions 20 tokens of 5 steps, advection 4 tokens of 32 points (20 epochs: nRMSE
+   0.48 with 16 tokens, 0.32 with 4 tokens at a quarter of the cost).
+3. **Epochs, batch size and subsets per task**: digits 500 train / 200 test, 4 epochs;
+   BasicMotions all 40 / 40, 4 epochs; GunPoint all 50 / 150 at batch 8 (more steps from
+   50 series), 20 epochs (25 steps per token, body 1e-4: 22.0 %; 50-step tokens, body
+   5e-5: 25.3 % after 12 epochs, 27.3 % after 20); advection all 230 / 26, 12 epochs.
+   Re-splitting GunPoint 150 / 50 did not help (32 % after 8 epochs) and was not used.
+4. **Warm-up and schedule**: linear warm-up over the first 10 % of the steps, then cosine
+   to zero (the TrainConfig defaults), AdamW, no weight decay, clipping at 1.
+5. Kept: the real pretrained MiniLM (the pretraining ablations depend on it), the tasks
+   themselves (no smoke task needed replacing), the embedder initialisation (PyTorch's).
+
+Measured (NFT, seed 0): digits 9.5 %, BasicMotions 7.5 %, GunPoint 22 %, advection nRMSE
+0.41; classical references on the same splits: digits logistic regression 4.5 % / 1-NN
+3.0 %, GunPoint 14.7 % / 8.7 %, BasicMotions 27.5 % / 40 %, advection least squares 0.009
+(:mod:`crossmodal.reference`). The three seeds of every smoke notebook are in the reports.
 """
 
 from __future__ import annotations
@@ -134,7 +171,7 @@ SMOKE_RECIPE: dict[str, SmokeRecipe] = {
     "smoke_basicmotions": SmokeRecipe(epochs=4, max_train=None, max_test=None),
     "smoke_gunpoint": SmokeRecipe(epochs=20, max_train=None, max_test=None, batch_size=8,
                                   body_lr=1e-4),
-    "smoke_advection": SmokeRecipe(epochs=10, max_train=None, max_test=None, body_lr=1e-4),
+    "smoke_advection": SmokeRecipe(epochs=12, max_train=None, max_test=None, body_lr=1e-4),
 }
 
 

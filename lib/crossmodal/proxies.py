@@ -14,6 +14,13 @@ RoBERTa)           help topics shipped with Python
 image (Swin)       ``digits``: scikit-learn digits     ``cifar10`` (as ORCA, PaRe, RECRAFT)
 =================  ==================================  ===================================
 
+How a proxy is embedded (f^s, :func:`source_tokens`): text through the body's tokenizer and
+pretrained word + position embeddings; images through the vision body's pretrained stem
+(Swin-base: bilinear resize to 224 x 224, the 4 x 4 patch convolution and its LayerNorm,
+3136 tokens of width 128), as ORCA embeds CIFAR-10 (after CIFAR-10's channel normalisation,
+``IMAGE_NORMS``). A text body cannot embed an image proxy and vice versa: that is a
+:class:`~crossmodal.errors.InvalidInputError` naming the matching proxies.
+
 ``pydoc_topics`` is our offline stand-in for CoNLL-2003: real English technical prose that
 ships with every Python, so no download is needed; its labels (which part of the language
 reference a sentence documents) play the role of CoNLL's classes. It is documented as a

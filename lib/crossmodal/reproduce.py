@@ -278,7 +278,7 @@ def write_index(reports: str | Path,
             lines.append(f"| {e['notebook']} | {state} | "
                          f"{'-' if secs is None else f'{secs:.0f}'} | "
                          f"{held}/{len(checks)} hold | [{rel}]({rel}) |")
-        lines += ["", "| notebook | task | method | metric | paper | ours | status |",
+        lines += ["", "| notebook | task | method | metric | paper | ours (mean ± std) | status |",
                   "|---|---|---|---|---|---|---|"]
         for e in mine:
             res = e.get("results")
@@ -289,10 +289,10 @@ def write_index(reports: str | Path,
                 method = r.get("variant") or r.get("method", "")
                 if r.get("ablation"):
                     method = f"{r['ablation']}: {method}"
+                ours = r.get("ours ± std") or fmt_value(r.get("ours"))  # mean ± std over seeds
                 lines.append(
                     f"| {e['notebook']} | {r.get('task', '')} | {method} | {r.get('metric', '')} "
-                    f"| {fmt_value(r.get('paper'))} | {fmt_value(r.get('ours'))} "
-                    f"| {r.get('status', '')} |")
+                    f"| {fmt_value(r.get('paper'))} | {ours} | {r.get('status', '')} |")
         lines += ["", "Direction checks:", ""]
         for e in mine:
             for c in (e.get("results") or {}).get("checks", []):

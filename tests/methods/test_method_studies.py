@@ -173,9 +173,10 @@ def test_bound_probe_gives_the_bound_of_the_trained_model():
             train_options={"num_threads": 1, "batch_size": 8})
     assert [p["epoch"] for p in r["probes"]] == [0, 1]
     last = r["probes"][-1]
-    assert last["bound"] >= last["target_loss"] > 0
+    assert last["target_loss"] > 0 and last["tf"] >= 0  # bound >= loss is not assumed: it can fail
     parts = last["source_error"] + last["fa"] + last["fld"] + last["tf"]
     assert last["bound"] == pytest.approx(parts)
+    assert last["kappa"] == last["kappa_certified"] <= 0.5
     assert last["gap"] == pytest.approx(relative_gap(last["bound"], last["target_loss"]))
     with pytest.raises(InvalidInputError, match="recraft"):
         run("smoke_gunpoint", "nft", "smoke", epochs=1, progress=False, probe=BoundProbe(),

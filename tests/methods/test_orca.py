@@ -60,16 +60,35 @@ def test_bad_options_are_explained():
 
 
 @pytest.mark.parametrize("score", ["otdd", "mmd", "l2", "mean_l2", "mmd_multiscale"])
-def test_each_alignment_score_trains_the_embedder(score):
+def test_each_alignment_score_trains_the_embedder_and_goes_down(score):
+    from crossmodal.methods.orca import AlignmentScore, embedded_features
+    from crossmodal.proxies import load_proxy, source_features
+
     model = build_model("smoke_gunpoint", "minilm")
     before = [p.detach().clone() for p in model.embedder.parameters()]
     body_before = [p.detach().clone() for p in model.body.parameters()]
-    method = get_method("orca", align_score=score, align_epochs=2, proxy_samples=300,
+    splits = small_splits("smoke_gunpoint")
+    # the score ORCA minimises, on the whole training set, before and after its alignment
+    proxy = load_proxy("pydoc_topics", max_samples=300, seed=0)
+    xs, ys = source_features(model.body, proxy), torch.as_tensor(proxy.labels)
+    x, y = (torch.as_tensor(a) for a in splits["train"])
+
+    def total_score() -> float:
+        scorer = AlignmentScore(score, xs, ys, seed=0)  # the same source draws each time
+        model.embedder.eval()
+        with torch.no_grad():
+            feats = embedded_features(model.embedder, x)
+            return sum(float(scorer(feats[y == c], torch.zeros(int((y == c).sum()),
+                                                                 dtype=torch.long)))
+                       for c in y.unique())
+
+    start = total_score()
+    method = get_method("orca", align_score=score, align_epochs=3, proxy_samples=300,
                         eval_samples=40)
-    report = method.pretrain(model, model.task, small_splits("smoke_gunpoint"),
-                             RunContext(progress=False))
-    assert len(report["alignment_curve"]) == 2
+    report = method.pretrain(model, model.task, splits, RunContext(progress=False))
+    assert len(report["alignment_curve"]) == 3
     assert all(math.isfinite(v) for v in report["alignment_curve"])
+    assert total_score() < start, (score, start, total_score())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.embedder.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(body_before, model.body.parameters()))
 

@@ -303,18 +303,41 @@ def small_splits(key: str, n_train: int = 32, n_test: int = 16):
     ("smoke_gunpoint", {"variant": "target_mixup", "k_schedule": "non_gradual",
                         "lambda_mode": "k_over_k0", "k0": 8}),
 ])
-def test_pare_runs_two_epochs_end_to_end_and_writes_results(key, options, tmp_path):
-    r = run(key, "pare", "smoke", epochs=2, out=tmp_path, progress=False,
+def test_pare_runs_end_to_end_with_the_k_of_its_schedule(key, options, tmp_path, monkeypatch):
+    from crossmodal.methods.pare import PaRe, schedule_table
+
+    # observe the k that the training loss actually uses in every epoch (results.json does not
+    # record it per epoch): wrap PaRe's loss and read state.extra after each call
+    used: dict[int, set] = {}
+    original = PaRe.loss_fn
+
+    def spying_loss_fn(self, task):
+        fn = original(self, task)
+
+        def wrapped(model, batch, state):
+            value = fn(model, batch, state)
+            used.setdefault(state.epoch, set()).add(state.extra["pare_k"])
+            return value
+
+        return wrapped
+
+    monkeypatch.setattr(PaRe, "loss_fn", spying_loss_fn)
+    epochs = 3
+    r = run(key, "pare", "smoke", epochs=epochs, out=tmp_path, progress=False,
             splits=small_splits(key), method_options={"proxy_samples": 128, **options})
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["method"] == "pare" and saved["task"] == key and len(saved["epochs"]) == 2
+    assert saved["method"] == "pare" and len(saved["epochs"]) == epochs
     assert math.isfinite(saved["final_metric"]) and saved["final_metric"] == r["final_metric"]
     assert all(math.isfinite(e["train_loss"]) for e in saved["epochs"])
-    assert saved["config"]["method"]["gate"] == "fc"
-    for name, value in options.items():
-        assert saved["config"]["method"][name] == value
     rep = saved["method_report"]
     assert rep["k0_effective"] == min(options.get("k0", 3000), rep["n_patches"])
+    expected = schedule_table([rep["k_schedule"]], rep["k0"], epochs,
+                              n_patches=rep["n_patches"], seed=0)
+    assert {e: ks for e, ks in used.items()} == {row["epoch"]: {row["k"]} for row in expected}
+    ks = [row["k"] for row in expected]
+    assert ks[0] == rep["k0_effective"] or rep["k_schedule"] == "non_gradual"
+    if rep["k_schedule"] != "non_gradual":  # gradual schedules never increase
+        assert all(a >= b for a, b in zip(ks, ks[1:]))
 
 
 @pytest.mark.slow

@@ -576,7 +576,10 @@ class DiscrepancyProbe:
                 self._classifiers[key] = source_classifier(
                     model.body, proxy=self.proxy, proxy_samples=self.proxy_samples,
                     seed=self.seed)
+            source = getattr(model.body, "_source", None)
             body0 = copy.deepcopy(model.body).eval().requires_grad_(False)
+            if source is not None:
+                body0._source = source  # the pretrained input layer is read-only: share it
             gen = torch.Generator().manual_seed(self.seed)
             idx = torch.randperm(len(y), generator=gen)[: self.max_samples].sort().values
             self._run = (*self._classifiers[key], body0, idx)

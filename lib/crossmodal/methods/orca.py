@@ -189,6 +189,7 @@ def align_embedder(
     budget = BatchBudget(limit_batches)
     gen = np.random.default_rng(seed)
     xt = torch.as_tensor(x)
+    device = next(embedder.parameters()).device  # the run's device (the embedder is on it)
     classes, counts = np.unique(labels, return_counts=True)
     weights = counts / counts.sum()
     optimizer = torch.optim.Adam(embedder.parameters(), lr=lr)
@@ -203,8 +204,9 @@ def align_embedder(
         for c_idx in budget.each(usable):
             members = np.flatnonzero(labels == classes[c_idx])
             pick = np.sort(gen.permutation(members)[:samples_per_class])
-            feats = embedded_features(embedder, xt[pick])
-            loss = weights[c_idx] * score(feats, torch.zeros(len(pick), dtype=torch.long))
+            feats = embedded_features(embedder, xt[pick].to(device))
+            loss = weights[c_idx] * score(feats, torch.zeros(len(pick), dtype=torch.long,
+                                                          device=device))
             if not torch.isfinite(loss):
                 raise InvalidInputError(f"the alignment score became {loss.item()}; lower "
                                         "align_lr or check the inputs")
@@ -228,8 +230,9 @@ class ORCA(Method):
             return report
         proxy_name = cfg.proxy or default_proxy(model.body.kind, ctx.profile)
         proxy = load_proxy(proxy_name, max_samples=cfg.proxy_samples, seed=ctx.seed)
-        xs = source_features(model.body, proxy)
-        ys = torch.as_tensor(proxy.labels)
+        device = next(model.embedder.parameters()).device
+        xs = source_features(model.body, proxy).to(device)
+        ys = torch.as_tensor(proxy.labels).to(device)
         x, y = splits["train"]
         labels = alignment_labels(task, y, cfg.pseudo_label_k, ctx.seed)
         score = AlignmentScore(cfg.align_score, xs, ys, cfg.otdd_inner,
@@ -238,7 +241,8 @@ class ORCA(Method):
         # a fixed target subset for the before/after OTDD
         rng = np.random.default_rng(ctx.seed + 1)
         sub = np.sort(rng.permutation(len(x))[: cfg.eval_samples])
-        x_eval, y_eval = torch.as_tensor(x[sub]), torch.as_tensor(labels[sub])
+        x_eval = torch.as_tensor(x[sub]).to(device)
+        y_eval = torch.as_tensor(labels[sub]).to(device)
 
         from crossmodal.distances import OTDDSource
 

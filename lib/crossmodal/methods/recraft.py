@@ -345,8 +345,8 @@ def _transport_cost(xs: Tensor, xt: Tensor, solver: str, eps: Tensor | None) -> 
     import ot
 
     cost = torch.cdist(xs.double(), xt.double())
-    a = torch.full((len(xs),), 1.0 / len(xs), dtype=cost.dtype)
-    b = torch.full((len(xt),), 1.0 / len(xt), dtype=cost.dtype)
+    a = torch.full((len(xs),), 1.0 / len(xs), dtype=cost.dtype, device=cost.device)
+    b = torch.full((len(xt),), 1.0 / len(xt), dtype=cost.dtype, device=cost.device)
     if solver == "emd":
         return ot.emd2(a, b, cost)
     plan = ot.sinkhorn(a, b, cost.detach() / eps, 1.0, method="sinkhorn_log",
@@ -544,10 +544,13 @@ def bound_terms(model: nn.Module, source_data: tuple[Tensor, Tensor],
     if y.is_floating_point() or y.ndim != 1:
         raise InvalidInputError("bound_terms needs integer class labels (n,) for the target; "
                                 "discretise continuous targets first (discretize_labels)")
+    dev = next(head.parameters()).device  # the probe may run on the training device
     with _features.eval_mode(model):
-        ft = target_features(model, x, batch_size).cpu()
-        logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-                           ).cpu()
+        ft = target_features(model, x, batch_size).to(dev)
+        device = next(model.parameters()).device
+        logits = torch.cat([model(x[i : i + batch_size].to(device))
+                            for i in range(0, len(x), batch_size)]).to(dev)
+    xs_feat, y = xs_feat.to(dev), y.to(dev)
     certified = lipschitz_constant(head) if isinstance(head, nn.Linear) else float("nan")
     k_used = certified if kappa is None else float(kappa)
     if not np.isfinite(k_used):
@@ -555,7 +558,7 @@ def bound_terms(model: nn.Module, source_data: tuple[Tensor, Tensor],
                                 "Lipschitz constant: pass kappa explicitly")
     k = max(int(y.max()) + 1, logits.shape[1])
     source_logits = head(xs_feat)
-    source_error = float(F.cross_entropy(source_logits, torch.as_tensor(ys).long()))
+    source_error = float(F.cross_entropy(source_logits, torch.as_tensor(ys).long().to(dev)))
     w1 = float(wasserstein1(xs_feat, ft, solver=solver, reg=reg))
     floor = w1_floor(xs_feat, solver=solver, reg=reg, seed=seed)
     fa = k_used * (max(0.0, w1 - floor) if debias else w1)
