@@ -42,12 +42,13 @@ The levers, each with the measurement that chose it (NFT, seed 0, one CPU thread
    thread a smoke step is dominated by the optimiser update of the body's 10.9M
    parameters (82 ms foreach, 16 ms fused); digits NFT (500 train) 28.7 s -> 20.8 s of CPU,
    the same numbers. Measured CPU seconds per NFT run (shared machine): digits 11.8,
-   GunPoint 11.1, advection about 20, BasicMotions about 4.
+   GunPoint 11.1, advection about 23 (10 epochs: 19.5 s, nRMSE 0.52 / 0.52 / 0.46),
+   BasicMotions about 5.
 6. Kept: the real pretrained MiniLM (the pretraining ablations depend on it), the tasks
    themselves, the embedder initialisation (PyTorch's).
 
 Measured (NFT, seeds 0 / 1 / 2): digits 18.5 / 18.5 / 16.5 %, GunPoint 32.7 / 32.7 / 33.3 %,
-advection nRMSE 0.41 / 0.45 / 0.53; BasicMotions 7.5 % (seed 0); classical references on the same splits: digits logistic regression 4.5 % / 1-NN
+advection nRMSE 0.41 / 0.45 / 0.53, BasicMotions 7.5 / 10.0 / 10.0 %; classical references on the same splits: digits logistic regression 4.5 % / 1-NN
 3.0 %, GunPoint 14.7 % / 8.7 %, BasicMotions 27.5 % / 40 %, advection least squares 0.009
 (:mod:`crossmodal.reference`). The three seeds of every smoke notebook are in the reports.
 """
