@@ -270,6 +270,7 @@ def plot_k_schedules(k_table: pd.DataFrame, kinds: Sequence[str], k0: int = 3000
     for kind, grp in long.groupby("schedule", sort=False):
         right.step(grp["epoch"] + 1, grp["k"], where="post", label=kind)
     right.set_xlabel("fine-tuning epoch")
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     right.set_ylabel("k")
     right.set_title(f"k0 = {k0} over {paper_epochs} epochs", fontsize=9)
     right.legend(fontsize=7)
