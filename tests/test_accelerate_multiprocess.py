@@ -10,7 +10,7 @@ averaged, so the update equals one process on the whole batch; what still differ
 randomness drawn per process (dropout masks, PaRe's source batches and Gumbel noise, MoNA's
 and RECRAFT's stage-1 batches are drawn identically on both ranks but dropout inside the body
 is not). Tolerance: the final test nRMSE of the two-process run is within 5 % (relative) of
-the one-process run's; measured differences are 0-3 %.
+the one-process run's (measured by hand for pare, the most random of the five: 2.9 %).
 """
 
 from __future__ import annotations

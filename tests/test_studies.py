@@ -251,6 +251,12 @@ def test_discrepancy_trend_is_observed_per_task():
     assert [c.holds for c in checks] == [True, False] and not checks[0].asserted
     assert checks[0].kind == "claim" and "different quantity" in checks[0].paper
     assert "0: 0.2, 1: 0.3, 2: 0.4" in checks[0].detail
+    # several seeds: the mean per epoch
+    two = pd.DataFrame({"task": "a", "variant": "nft", "seed": [0, 0, 1, 1],
+                        "epoch": [0, 1, 0, 1], "discrepancy": 0.5,
+                        "discrepancy_exact": [0.2, 0.1, 0.4, 0.7]})
+    (c,) = st.check_discrepancy_trend(two)
+    assert c.holds and "0: 0.3, 1: 0.4 (mean of 2 seeds)" in c.detail
 
 
 def test_bound_table_and_the_gap_claim():
@@ -263,6 +269,12 @@ def test_bound_table_and_the_gap_claim():
     c = st.check_gap_claim(frame)
     assert not c.holds and "75 %" in c.detail and "less than 29%" in c.detail
     assert st.check_gap_claim(frame.assign(gap_pct=[10.0, 20.0, np.nan])).holds
+    # two seeds of one task: one row per task (the mean over its seeds), and tasks count once
+    seeds = pd.DataFrame({"task": ["a", "a", "b"], "bound": 2.0, "target_loss": 1.0,
+                          "gap_pct": [20.0, 40.0, 60.0]})
+    t2 = st.bound_table(seeds, "smoke")
+    assert list(t2["task"]) == ["a", "b", "mean over tasks"] and list(t2["ours"]) == [30, 60, 45]
+    assert "45 % over 2 tasks" in st.check_gap_claim(seeds).detail
 
 
 def test_kappa_checks_and_results():

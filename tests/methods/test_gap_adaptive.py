@@ -247,8 +247,10 @@ def test_gap_adaptive_runs_two_epochs_end_to_end_and_writes_results(key, method,
                 min(100.0, 1.0 / (1e-3 + rep["gap"])))
             assert rep["source_weight_capped"] == (1.0 / (1e-3 + rep["gap"]) > 100.0)
     else:
+        # one contrastive loss per epoch the run was configured with (the smoke profile's
+        # stage options apply to run() too)
         assert rep["expanded_size"] == 32 * 3 * 3 and len(rep["contrastive_curve"]) == \
-            options.get("contrastive_epochs", 3)
+            saved["config"]["method"]["contrastive_epochs"]
         assert saved["config"]["method"]["gate"] == "attention"
 
 
