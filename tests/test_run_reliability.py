@@ -346,10 +346,13 @@ def test_resume_compares_the_whole_configuration_and_a_finished_run_is_not_retra
     def forbidden(*args, **kwargs):
         raise AssertionError("a refused resume built a model")
 
+    # the smoke recipe's lr for the task, whatever the recipe says today
+    saved_lr = runner.make_train_config(get_task("smoke_gunpoint"), "smoke").lr
+    assert saved_lr != 1e-3
     monkeypatch.setattr(runner, "build_model", forbidden)
     for kw, key in [
         (dict(seed=7), "seed: 0 -> 7"),
-        (dict(train_options={"lr": 1e-3}), "train.lr: 5e-05 -> 0.001"),
+        (dict(train_options={"lr": 1e-3}), f"train.lr: {saved_lr!r} -> 0.001"),
         (dict(method="fpt"), "method: 'nft' -> 'fpt'"),
         (dict(task="smoke_basicmotions", splits=small_splits("smoke_basicmotions")),
          "task: 'smoke_gunpoint' -> 'smoke_basicmotions'"),

@@ -245,6 +245,23 @@ def param_groups(params: Iterable[nn.Parameter], cfg: TrainConfig,
     return [g for g in groups if g["params"]]
 
 
+def _forget_single_process_state(mixed_precision: str, world: int) -> None:
+    """Let a second ``fit`` in one process use another precision.
+
+    Accelerate keeps one process-wide state and refuses an ``Accelerator`` whose
+    ``mixed_precision`` differs from the first one's (a notebook that runs bf16 after fp32
+    would stop). In a single process nothing else depends on that state, so it is reset;
+    under a multi-process launch it is left alone (the launcher set it).
+    """
+    from accelerate.state import AcceleratorState
+
+    if world > 1 or not AcceleratorState._shared_state:
+        return
+    if str(AcceleratorState._shared_state.get("_mixed_precision", mixed_precision)) != \
+            str(mixed_precision):
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def make_optimizer(params: Iterable[nn.Parameter] | list[dict], cfg: TrainConfig,
                    body: nn.Module | None = None) -> torch.optim.Optimizer:
     """The optimiser of ``cfg.optimizer`` over ``params`` (grouped by :func:`param_groups`)."""
@@ -480,6 +497,7 @@ def fit(
     split = world > 1 and cfg.batch_size % world == 0 and cfg.eval_batch_size % world == 0
     if cfg.log_with:
         tracking.check_tracker(cfg.log_with)
+    _forget_single_process_state(cfg.mixed_precision, world)
     accelerator = Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision,
                               dataloader_config=DataLoaderConfiguration(split_batches=split),
                               log_with=cfg.log_with or None,

@@ -281,7 +281,9 @@ def test_mixed_loss_trains_gate_and_source_head_only_with_the_source_loss(gunpoi
     model.zero_grad()
     state = TrainState(epoch=0, epochs=2)
     m.loss_fn(model.task)(model, (x, y), state).backward()
-    assert m.k0 == 3000 and state.extra["pare_k"] == 15  # k0 = 3000 capped to N = 15 patches
+    n_patches = model.embedder(x).shape[1]  # the smoke recipe's token count for GunPoint
+    assert n_patches < 3000
+    assert m.k0 == 3000 and state.extra["pare_k"] == n_patches  # k0 = 3000 capped to N
     gate_grad = model.extras["pare_gate"].net.weight.grad
     assert gate_grad is not None and gate_grad.abs().sum() > 0
     head = model.extras["pare_source_head"].linear.weight.grad
