@@ -22,8 +22,9 @@ setup: $(STAMP)
 reproduce: $(STAMP)
 	$(VENV)/bin/crossmodal reproduce --profile $(PROFILE)
 
+# pytest + nbval in two lanes of one thread each (tests/run_all.sh says why and how to run one).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	bash tests/run_all.sh $(PY)
 
 # Every paper task x method (18 x 9) in the paper profile on publisher-format fixtures, with
 # the full-size random-weight RoBERTa-base / Swin-base bodies (CI runs a subset, 1 layer).
