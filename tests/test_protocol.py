@@ -430,3 +430,42 @@ def test_pde_inputs_are_strided_to_orcas_resolution():
     assert reduce_to_orca("Advection1D", small) is small
     assert get_task("Advection1D").input_shape == (1, 256)
     assert get_task("DarcyFlow2D").input_shape == (1, 64, 64)
+
+
+# -- bad input on the paper path: a CrossmodalError naming the fix, never a traceback ---------
+
+BAD_PAPER_INPUTS = [
+    (["run", "--task", "ECG", "--method", "orca", "--profile", "paper", "--data-root", "{empty}",
+      "--body", "roberta-base-random", "--limit-batches", "1"], "crossmodal data download ECG"),
+    (["run", "--task", "CIFAR100", "--method", "pare", "--profile", "paper", "--data-root",
+      "{empty}", "--body", "swin-base-random"], "crossmodal data download CIFAR100"),
+    (["run", "--task", "smoke_gunpoint", "--method", "nft", "--profile", "smoke", "--body",
+      "swin-base-random", "--epochs", "1"], "use a text body"),
+    (["run", "--task", "smoke_digits", "--method", "nft", "--limit-batches", "0"],
+     "positive integer"),
+    (["run", "--task", "ECG", "--method", "orca", "--profile", "paper", "--data-root", "{empty}",
+      "-o", "align_score=bogus"], "align_score must be one of"),
+    (["run", "--task", "smoke_digits", "--method", "nft", "--body", "nope", "--epochs", "1"],
+     "unknown body"),
+    (["protocol", "ECG", "--method", "nope"], "valid methods"),
+    (["protocol", "smoke_digits", "--method", "orca", "--profile", "paper"], "valid paper tasks"),
+]
+
+
+@pytest.mark.parametrize("argv, fix", BAD_PAPER_INPUTS, ids=[" ".join(a[:4]) + f" [{i}]" for i, (a, _)
+                                                            in enumerate(BAD_PAPER_INPUTS)])
+def test_bad_paper_path_inputs_are_clear_cli_errors(argv, fix, tmp_path, capsys):
+    argv = [a.format(empty=tmp_path) for a in argv]
+    assert main(argv) == 2  # CrossmodalError caught by the CLI: exit 2, one message
+    err = capsys.readouterr().err
+    assert err.startswith("crossmodal: error: ") and fix in err, err
+    assert "Traceback" not in err
+
+
+def test_the_library_raises_no_bare_not_implemented_error():
+    """A missing code path must be a CrossmodalError that says what to do instead."""
+    lib = Path(__file__).parents[1] / "lib" / "crossmodal"
+    offenders = [f"{p.relative_to(lib)}:{i}" for p in lib.rglob("*.py")
+                 for i, line in enumerate(p.read_text().splitlines(), 1)
+                 if "raise NotImplementedError" in line]
+    assert offenders == []
