@@ -13,6 +13,8 @@ import torch
 from crossmodal import notebook as cm
 from crossmodal import studies as st
 from crossmodal.errors import InvalidInputError, UnknownNameError
+from crossmodal.notebook import grid
+from crossmodal.studies import gap_adaptive as gap_study
 
 
 def _result(task, method, seed, options, final, report=None, probes=None, epochs=3):
@@ -64,7 +66,7 @@ def test_run_pare_ablations_shares_the_default_run_and_checks_directions(monkeyp
     import crossmodal.runner
 
     monkeypatch.setattr(crossmodal.runner, "run", fake_run)
-    monkeypatch.setattr(cm, "load_splits", lambda nb, task, seed: {})
+    monkeypatch.setattr(grid, "load_splits", lambda nb, task, seed: {})
     nb = cm.settings("pare_k_schedules", "smoke", tasks=["smoke_gunpoint"], seeds=[0])
     report_runs = st.run_pare_ablations(nb, {"k_schedule": ["linear", "exponential"],
                                              "mixing": ["mixup"], "gate": None})
@@ -190,8 +192,6 @@ def test_kappa_variants_table_and_range():
 
 
 def test_gap_estimates_weights_and_their_check(monkeypatch, tmp_path):
-    import crossmodal.methods.gap_adaptive as ga
-
     seen = []
 
     def fake_estimate(task, profile, *, splits, seed, distances, **opts):
@@ -200,8 +200,8 @@ def test_gap_estimates_weights_and_their_check(monkeypatch, tmp_path):
         return {"gap_distance": "mmd" if dense else "otdd",
                 "gaps": {"otdd": None if dense else 40.0, "mmd": 0.2}}
 
-    monkeypatch.setattr(ga, "estimate_task_gap", fake_estimate)
-    monkeypatch.setattr(st, "load_splits", lambda nb, task, seed: {})
+    monkeypatch.setattr(gap_study, "estimate_task_gap", fake_estimate)
+    monkeypatch.setattr(gap_study, "load_splits", lambda nb, task, seed: {})
     nb = cm.settings("modality_gap", "smoke", tasks=["smoke_gunpoint", "smoke_advection"],
                      output_dir=tmp_path)
     gaps = st.gap_estimates(nb)
