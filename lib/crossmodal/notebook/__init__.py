@@ -78,6 +78,7 @@ from crossmodal.notebook.tables import (  # noqa: F401
     compare_with_paper,
     describe_model,
     describe_task,
+    differences_check,
     epoch_frame,
     epoch_summary,
     fmt_value,

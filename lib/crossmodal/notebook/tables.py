@@ -24,7 +24,7 @@ from crossmodal.notebook.settings import NotebookSettings
 from crossmodal.paper_tables import MAIN_TABLES, NB360_TASKS, PDEBENCH_TASKS, main_paper_value
 from crossmodal.reference import reference_runs
 from crossmodal.reporting import round_sig
-from crossmodal.verdicts import compare
+from crossmodal.verdicts import compare, paired_verdict
 
 
 def describe_task(task, splits) -> str:
@@ -297,6 +297,24 @@ def verdict_check(runs: pd.DataFrame, better: str, worse: str, *, claim: str | N
     detail = v.detail() + (f"; {paper}" if paper else "")
     return Check(claim or f"{better} beats {worse}", v.holds, detail, False, paper, "claim",
                  v.verdict)
+
+
+def differences_check(claim: str, diffs: Sequence[float], *, units: str = "",
+                      detail: str = "", paper: str = "") -> Check | None:
+    """The paired verdict on ``claim`` from its paired differences, as a :class:`Check`.
+
+    ``diffs`` holds one difference per (task, seed) pair, oriented so that :math:`d_i > 0`
+    favours the claim (e.g. D after fine-tuning minus D before it, for "fine-tuning raises
+    D"); the verdict is :func:`crossmodal.verdicts.paired_verdict`'s (sign test and bootstrap
+    interval of the mean difference). ``detail`` is appended to the verdict's numbers. None
+    when there is no pair.
+    """
+    diffs = [float(d) for d in diffs]
+    if not diffs:
+        return None
+    v = paired_verdict(diffs, units=units)
+    text = v.detail() + "".join(f"; {x}" for x in (detail, paper) if x)
+    return Check(claim, v.holds, text, False, paper, "claim", v.verdict)
 
 
 def pairwise_check(table: pd.DataFrame, better: str, worse: str) -> Check | None:

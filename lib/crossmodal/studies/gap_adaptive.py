@@ -21,6 +21,7 @@ from crossmodal.notebook import (
     fmt_value,
     load_splits,
     method_options,
+    pairwise_check,
 )
 from crossmodal.profiles import train_defaults
 from crossmodal.tasks import get_task
@@ -106,3 +107,19 @@ def plot_weights(weights: pd.DataFrame):
     ax.legend(fontsize=7)
     ax.set_title("gap-adaptive loss weights (version A)", fontsize=9)
     return fig
+
+
+#: The slides' expectations, as (better, worse) claims: each gap-adaptive version beats its
+#: base (version A: NFT with an embedder stage; version B: PaRe), and PaRe beats NFT (PaRe
+#: Tables 1/2, the base of version B).
+GAP_CLAIMS = (("gap_adaptive_a", "nft"), ("gap_adaptive_b", "pare"), ("pare", "nft"))
+
+
+def claim_checks(runs: pd.DataFrame,
+                 claims: Sequence[tuple[str, str]] = GAP_CLAIMS) -> list[Check]:
+    """Each claim of :data:`GAP_CLAIMS` as a paired verdict over the (task, seed) pairs of
+    ``runs`` (:func:`crossmodal.notebook.pairwise_check`; the tasks' metrics differ, so the
+    differences are relative, in % of each task's scale); claims whose two methods did not
+    both run are left out."""
+    checks = [pairwise_check(runs, better, worse) for better, worse in claims]
+    return [c for c in checks if c is not None]
