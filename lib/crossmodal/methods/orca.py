@@ -50,9 +50,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from crossmodal.errors import InvalidInputError
+from crossmodal.methods._stage import Stage
 from crossmodal.methods.base import Method, MethodConfig, RunContext, register_method
 from crossmodal.proxies import default_proxy, load_proxy, source_features
 
@@ -196,48 +196,39 @@ def align_embedder(
     lr: float,
     samples_per_class: int,
     seed: int = 0,
-    progress: bool = True,
-    device: str | torch.device | None = None,
-    limit_batches: int | None = None,
+    ctx: RunContext | None = None,
 ) -> list[float]:
     """ORCA's stage 2: one Adam step per epoch on the class-weighted per-class scores.
 
-    ``device``: where the embedder and the target batches go (None: the embedder's).
-    ``limit_batches`` (dry runs): stop after that many per-class micro-batches in total.
+    Each epoch visits the target classes in a random order, back-propagates
+    :math:`w_c D(\text{proxy}, f^t(x^t_c))` for each (one micro-batch of at most
+    ``samples_per_class`` samples per class, accumulated), then takes one optimiser step.
+    ``ctx``: the run (its device, progress bar and ``--limit-batches`` budget; None: the
+    embedder's device, no bar, no budget). The loop's plumbing is :class:`Stage`.
     """
-    from crossmodal.training import BatchBudget
-
-    budget = BatchBudget(limit_batches)
+    stage = Stage("ORCA alignment", ctx, embedder.parameters(), lr=lr,
+                  fix="Lower align_lr or check the inputs for extreme values")
     gen = np.random.default_rng(seed)
-    if device is not None:
-        embedder.to(device)
-    device = next(embedder.parameters()).device
     xt = torch.as_tensor(x)
-    device = next(embedder.parameters()).device  # the run's device (the embedder is on it)
     classes, counts = np.unique(labels, return_counts=True)
     weights = counts / counts.sum()
-    optimizer = torch.optim.Adam(embedder.parameters(), lr=lr)
     curve = []
-    embedder.train()
-    for _ in budget.loop(tqdm(range(epochs), desc="ORCA alignment", disable=not progress,
-                              leave=False)):
-        optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        usable = [c for c in gen.permutation(len(classes))
-                  if np.count_nonzero(labels == classes[c]) >= 2]  # one sample: no distribution
-        for c_idx in budget.each(usable):
-            members = np.flatnonzero(labels == classes[c_idx])
-            pick = np.sort(gen.permutation(members)[:samples_per_class])
-            feats = embedded_features(embedder, xt[pick].to(device))
-            loss = weights[c_idx] * score(feats, torch.zeros(len(pick), dtype=torch.long,
-                                                          device=device))
-            if not torch.isfinite(loss):
-                raise InvalidInputError(f"the alignment score became {loss.item()}; lower "
-                                        "align_lr or check the inputs")
-            loss.backward()
-            total += loss.item()
-        optimizer.step()
-        curve.append(total)
+    with stage.training(embedder, mode="train"):
+        for _ in stage.epochs(epochs):
+            stage.zero_grad()
+            total = 0.0
+            usable = [c for c in gen.permutation(len(classes))  # one sample: no distribution
+                      if np.count_nonzero(labels == classes[c]) >= 2]
+            for c_idx in stage.batches(usable):
+                members = np.flatnonzero(labels == classes[c_idx])
+                pick = np.sort(gen.permutation(members)[:samples_per_class])
+                feats = embedded_features(embedder, stage.put(xt[pick]))
+                loss = weights[c_idx] * score(feats, stage.put(torch.zeros(len(pick),
+                                                                           dtype=torch.long)))
+                stage.backward(loss)
+                total += loss.item()
+            stage.optimizer_step()
+            curve.append(total)
     return curve
 
 
@@ -298,8 +289,7 @@ class ORCA(Method):
         report["alignment_curve"] = align_embedder(
             model.embedder, x, labels, score, epochs=cfg.align_epochs, lr=cfg.align_lr,
             samples_per_class=ctx.stage_batch_size(cfg.align_samples_per_class), seed=ctx.seed,
-            progress=ctx.progress, limit_batches=ctx.limit_batches, device=device,
-        )
+            ctx=ctx)
         report["otdd_after"] = joint_otdd()
         return report
 
