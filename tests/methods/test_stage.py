@@ -125,3 +125,88 @@ def test_recraft_bound_after_resume_equals_the_uninterrupted_run(tmp_path, monke
     assert math.isfinite(last["bound"]) and last == pytest.approx(want, rel=1e-9)
     assert resumed["method_report"] == full["method_report"]
     assert resumed["stages"] == full["stages"]
+
+
+# ---------------------------------------------------------------- one alignment, many variants
+
+ALIGN = {"align_epochs": 2, "proxy_samples": 60, "eval_samples": 20}
+
+
+def test_freeze_variants_share_one_alignment_bit_for_bit():
+    """Two runs that differ only in ``freeze`` align once; the second loads the first one's
+    aligned embedder, and its run equals the same variant aligned on its own; another
+    alignment setting does not hit."""
+    from crossmodal.methods import orca
+
+    cache = orca.ALIGNMENT_CACHE
+    cache.clear()
+    seen = []
+    real = orca.align_embedder
+
+    def counting(embedder, *args, **kwargs):
+        curve = real(embedder, *args, **kwargs)
+        seen.append({k: v.clone() for k, v in embedder.state_dict().items()})
+        return curve
+
+    args = dict(epochs=1, progress=False, splits=tiny("smoke_gunpoint"), seed=3)
+    embedders = {}
+
+    def capture(model, method, task, splits, record):
+        if record is None:  # after stage 1, before fine-tuning
+            embedders[method.config.freeze] = {k: v.clone() for k, v in
+                                               model.embedder.state_dict().items()}
+
+    orca.align_embedder = counting
+    try:
+        a = run("smoke_gunpoint", "orca", "smoke", method_options={**ALIGN, "freeze": "none"},
+                probe=capture, **args)
+        b = run("smoke_gunpoint", "orca", "smoke", method_options={**ALIGN, "freeze": "body"},
+                probe=capture, **args)
+        assert len(seen) == 1 and (cache.hits, cache.misses) == (1, 1)
+        assert b["method_report"].pop("alignment_shared") is True
+        assert "alignment_shared" not in a["method_report"]
+        assert {**a["method_report"], "freeze": "body"} == b["method_report"]
+        for k, v in seen[0].items():  # the aligned weights, bit for bit
+            assert torch.equal(embedders["none"][k], v) and torch.equal(embedders["body"][k], v)
+        assert b["stages"][0]["shared"] is True
+        # another alignment setting: aligned again
+        run("smoke_gunpoint", "orca", "smoke", method_options={**ALIGN, "align_lr": 2e-3},
+            **args)
+        assert len(seen) == 2 and cache.misses == 2
+        # the shared variant's run is the run of that variant aligned on its own
+        cache.clear()
+        alone = run("smoke_gunpoint", "orca", "smoke",
+                    method_options={**ALIGN, "freeze": "body"}, **args)
+        assert len(seen) == 3
+        assert alone["final_metric"] == b["final_metric"]
+        assert [e["train_loss"] for e in alone["epochs"]] == [e["train_loss"] for e in
+                                                              b["epochs"]]
+        assert alone["method_report"] == b["method_report"]
+    finally:
+        orca.align_embedder = real
+        cache.clear()
+
+
+def test_orca_step_lr_follows_the_authors_rule():
+    """ORCA's no_warmup_scheduler: lr * 0.2 ** #{m in (20, 40, 60): epoch > m}."""
+    from crossmodal.methods.orca import AlignmentScore, align_embedder
+
+    emb = nn.Sequential(nn.Flatten(1), nn.Linear(4, 2), nn.Unflatten(1, (1, 2)))
+    x = torch.randn(8, 4).numpy()
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]).numpy()
+    score = AlignmentScore("mean_l2", torch.randn(10, 2), torch.zeros(10, dtype=torch.long))
+    rates = []
+    real_step = torch.optim.SGD.step
+
+    def recording(self, *a, **k):
+        rates.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **k)
+
+    torch.optim.SGD.step = recording
+    try:
+        align_embedder(emb, x, labels, score, epochs=63, lr=1.0, samples_per_class=4,
+                       optimizer="sgd", momentum=0.9, lr_steps=(20, 40, 60), lr_gamma=0.2)
+    finally:
+        torch.optim.SGD.step = real_step
+    want = [0.2 ** sum(e > m for m in (20, 40, 60)) for e in range(63)]
+    assert rates == pytest.approx(want)

@@ -30,10 +30,15 @@ hand-written loops did.
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -41,9 +46,9 @@ from tqdm.auto import tqdm
 from crossmodal.errors import InvalidInputError, NonFiniteLossError
 from crossmodal.training import BatchBudget
 
-__all__ = ["STAGE_OPTIMIZERS", "Stage"]
+__all__ = ["STAGE_OPTIMIZERS", "Stage", "StageCache"]
 
-STAGE_OPTIMIZERS = ("adam", "sgd")
+STAGE_OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
 class Stage:
@@ -57,7 +62,8 @@ class Stage:
         the parameters' own device).
     params : the parameters the stage's optimiser updates.
     lr : its learning rate.
-    optimizer : ``"adam"`` (every stage's default) or ``"sgd"`` (with ``momentum``).
+    optimizer : ``"adam"`` (every stage's default), ``"adamw"`` (both with ``betas``) or
+        ``"sgd"`` (with ``momentum``); ``weight_decay`` for all three.
     scheduler : ``scheduler(optimizer) -> LRScheduler`` stepped after every optimiser step
         (None: a constant rate).
     fix : how to fix a non-finite loss, for the error message (e.g. "lower align_lr").
@@ -66,7 +72,7 @@ class Stage:
 
     def __init__(self, name: str, ctx: Any | None, params: Iterable[nn.Parameter], *,
                  lr: float, optimizer: str = "adam", momentum: float = 0.0,
-                 weight_decay: float = 0.0,
+                 betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0,
                  scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
                  fix: str = "lower the stage's learning rate or check the inputs",
                  progress: bool | None = None) -> None:
@@ -74,9 +80,13 @@ class Stage:
         self.params = list(params)
         if not self.params:
             raise InvalidInputError(f"{name}: no parameter to train")
+        betas = (float(betas[0]), float(betas[1]))
         if optimizer == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
-                self.params, lr=lr, weight_decay=weight_decay)
+                self.params, lr=lr, betas=betas, weight_decay=weight_decay)
+        elif optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(self.params, lr=lr, betas=betas,
+                                               weight_decay=weight_decay)
         elif optimizer == "sgd":
             self.optimizer = torch.optim.SGD(self.params, lr=lr, momentum=momentum,
                                              weight_decay=weight_decay)
@@ -185,3 +195,85 @@ class Stage:
         loss.backward()
         self.optimizer_step()
         return loss.item()
+
+
+# ------------------------------------------------------------------ sharing a stage's result
+
+
+def _feed(h: Any, part: Any) -> None:
+    """Feed ``part`` into the hash ``h``: arrays and tensors by dtype, shape and bytes,
+    modules by their state (names, values), mappings by sorted key, the rest by ``repr``."""
+    if isinstance(part, nn.Module):
+        h.update(type(part).__name__.encode())
+        part = part.state_dict()
+    if isinstance(part, dict):
+        for k in sorted(part, key=str):
+            h.update(repr(k).encode())
+            _feed(h, part[k])
+    elif isinstance(part, (list, tuple)):
+        h.update(f"seq{len(part)}".encode())
+        for item in part:
+            _feed(h, item)
+    elif isinstance(part, Tensor):
+        t = part.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(part, np.ndarray):
+        a = np.ascontiguousarray(part)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    else:
+        h.update(repr(part).encode())
+
+
+class StageCache:
+    """An in-process cache of a stage-1 result, keyed by a fingerprint of its inputs.
+
+    Variants of one method that differ only after stage 1 (ORCA's freeze ablations: one
+    alignment, four fine-tunings) redo an identical stage; with the cache the second variant
+    loads the first one's trained state instead. The key must cover *everything* the stage
+    reads (:meth:`key` hashes arrays, tensors and modules by value), so that a hit is the
+    stage's own result, bit for bit. At most ``maxsize`` entries (the oldest goes first);
+    ``enabled = False`` (or ``CROSSMODAL_STAGE_CACHE=0``) turns it off; ``hits``/``misses``
+    count lookups.
+    """
+
+    def __init__(self, name: str, maxsize: int = 8) -> None:
+        self.name, self.maxsize = name, maxsize
+        self.enabled = os.environ.get("CROSSMODAL_STAGE_CACHE", "1") != "0"
+        self.hits = self.misses = 0
+        self._entries: OrderedDict[str, Any] = OrderedDict()
+
+    @staticmethod
+    def key(**parts: Any) -> str:
+        """A fingerprint of ``parts`` (blake2b over their values, see :func:`_feed`)."""
+        h = hashlib.blake2b(digest_size=20)
+        _feed(h, parts)
+        return h.hexdigest()
+
+    def get(self, key: str) -> Any | None:
+        """A deep copy of the entry of ``key`` (None when absent or disabled)."""
+        if not self.enabled:
+            return None
+        if key not in self._entries:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries.move_to_end(key)
+        return copy.deepcopy(self._entries[key])
+
+    def put(self, key: str, value: Any) -> None:
+        """Store a deep copy of ``value`` (tensors: detached CPU copies are the caller's job)."""
+        if not self.enabled:
+            return
+        self._entries[key] = copy.deepcopy(value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
