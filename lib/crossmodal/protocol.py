@@ -28,14 +28,12 @@ README's "Paper profile" section (and :data:`DEVIATIONS`).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 from typing import Any
 
 from crossmodal.errors import InvalidInputError, unknown_name
+from crossmodal.paper_tables import hyperparameter_rows
 
 ORCA_REF = "ORCA@19b8c1c"
 PARE_REF = "PaRe@7d5362c"
@@ -186,16 +184,8 @@ class Protocol:
                    for part in ("train", "model", "loss", "stage", "notes")}}
 
 
-@cache
 def _table_rows(filename: str, tables: tuple[str, ...]) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    path = resources.files("crossmodal") / "paper_results" / filename
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            if row["table"] in tables and row["value"]:
-                d = out.setdefault(row["task"], {"__table__": row["table"]})
-                d[row["hyperparameter"]] = row["value"]
-    return out
+    return hyperparameter_rows(filename.removesuffix(".csv"), tables)
 
 
 def pare_table(task_key: str) -> tuple[dict[str, str], str]:

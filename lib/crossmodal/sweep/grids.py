@@ -109,14 +109,14 @@ def _main_results(nb, p: dict[str, Any]) -> list[Grid]:
 
 def _modality_gap(nb, p: dict[str, Any]) -> list[Grid]:
     from crossmodal import notebook as cm
-    from crossmodal import studies as st
+    from crossmodal.studies import gap_adaptive as st
 
     return [Grid(st.gap_variants(cm.as_list(p["methods"]), nb.profile, alpha=p["alpha"],
                                  beta=p["beta"], eps=p["eps"], gamma=p["gamma"]))]
 
 
 def _mona_discrepancy(nb, p: dict[str, Any]) -> list[Grid]:
-    from crossmodal import studies as st
+    from crossmodal.studies import mona as st
 
     return [Grid(st.mona_variants(nb.profile),
                  probe=st.discrepancy_probe(nb, p["trials"], p["distance"]))]
@@ -124,15 +124,16 @@ def _mona_discrepancy(nb, p: dict[str, Any]) -> list[Grid]:
 
 def _orca_ablations(nb, p: dict[str, Any]) -> list[Grid]:
     from crossmodal import notebook as cm
+    from crossmodal.studies import orca as st
 
-    return [Grid(cm.orca_ablation_variants(a, nb.profile, proxies=p.get("proxies"),
+    return [Grid(st.orca_ablation_variants(a, nb.profile, proxies=p.get("proxies"),
                                            align_epochs=p.get("align_epochs")))
             for a in cm.as_list(p["ablations"])]
 
 
 def _pare_k_schedules(nb, p: dict[str, Any]) -> list[Grid]:
     from crossmodal import notebook as cm
-    from crossmodal import studies as st
+    from crossmodal.studies import pare as st
 
     axes = {"k_schedule": cm.as_list(p["k_schedules"]), "mixing": cm.as_list(p["mixings"]),
             "selection": cm.as_list(p["selections"]), "gate": cm.as_list(p["gates"])}
@@ -150,7 +151,7 @@ def _recraft_bound_tightness(nb, p: dict[str, Any]) -> list[Grid]:
 
 def _recraft_kappa_sensitivity(nb, p: dict[str, Any]) -> list[Grid]:
     from crossmodal import notebook as cm
-    from crossmodal import studies as st
+    from crossmodal.studies import recraft as st
 
     kappas = [float(k) for k in (cm.as_list(p.get("kappas")) or st.KAPPA_GRIDS[nb.profile])]
     return [Grid(st.kappa_variants(kappas, nb.profile))]
