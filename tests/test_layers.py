@@ -257,3 +257,12 @@ def test_known_cycle_is_gone(name):
 def test_known_upward_import_is_gone(name):
     module, target = KNOWN_UPWARD[name]
     assert target not in {t for t, _ in import_graph()[module]}
+
+
+def test_only_paper_tables_reads_the_paper_csvs():
+    """``paper_results/*.csv`` is read in one place, :mod:`crossmodal.paper_tables` (a path
+    built from the folder's name elsewhere is a second reader)."""
+    readers = sorted(m for m, p in MODULES.items()
+                     if any(isinstance(n, ast.Constant) and n.value == "paper_results"
+                            for n in ast.walk(ast.parse(p.read_text()))))
+    assert readers == ["crossmodal.paper_tables"]

@@ -26,7 +26,7 @@ from crossmodal.data.root import data_root as resolve_data_root
 from crossmodal.errors import InvalidInputError
 from crossmodal.methods import RunContext, get_method
 from crossmodal.metrics import get_metric
-from crossmodal.models import build_model
+from crossmodal.models import build_model, fit_target_normalizer
 from crossmodal.profiles import (
     default_body,
     get_profile,
@@ -301,6 +301,7 @@ def run(
     wanted = proto.model_kwargs() if proto else {}
     applied = model_options(wanted)
     model = build_model(spec, body_name, seed=seed, **applied)
+    fit_target_normalizer(model, splits["train"][1])  # ORCA's Darcy Flow decoder; else no-op
     m.prepare(model, spec, ctx)
     # every stage runs on the one device of the run (fit's accelerator picks the same one)
     ctx.place(model)
