@@ -117,9 +117,9 @@ PARE_CODE = {
 DEVIATIONS = (
     "ORCA clips the gradient after every micro-batch backward; the kit clips once per "
     "optimiser step. Identical on every paper task: clipping is on only where accum = 1.",
-    "ORCA's embedder optimiser in the alignment stage is the fine-tuning optimiser with 10x its "
-    "lr (if lr <= 1e-3) and StepLR x0.2 at epochs 20/40/60; the kit uses Adam with align_lr "
-    "1e-3, constant, so that alignment does not depend on the fine-tuning optimiser.",
+    "ORCA's alignment optimiser: the paper profile uses the authors' (the fine-tuning "
+    "optimiser with 10x its lr if lr <= 1e-3, StepLR x0.2 after epochs 20/40/60; the paper "
+    "gives none); the smoke and lab profiles keep the kit's Adam at align_lr 1e-3, constant.",
     "PSICOV: ORCA feeds 57x512x512 windows (src/data_loaders.py:load_psicov "
     "training_window=512; test maps whole at 512x512, utils.py:psicov_mae LMAX=512); the kit's "
     "prepared cache holds 57x128x128 top-left windows (a 512 cache of DeepCov would be ~200 GB "
@@ -247,6 +247,36 @@ def orca_tokens(task_key: str) -> tuple[int, str]:
 
 def _orca_src(task_key: str, key: str) -> str:
     return f"{ORCA_REF} src/configs/{ORCA_CONFIG_FILE[task_key]}:{key}"
+
+
+def orca_alignment_optimizer(task) -> dict[str, Setting]:
+    """ORCA's embedder optimiser of the alignment stage for a paper task, with sources.
+
+    ``src/task_configs.py:get_optimizer_scheduler(module='embedder')``: the task's fine-tuning
+    optimiser (kind, betas, weight decay, momentum) with its lr times 10 when lr <= 1e-3, and
+    ``get_scheduler(no_warmup_scheduler)``: StepLR, x0.2 after epochs 20, 40, 60, stepped once
+    per alignment epoch (every config's ``no_warmup_scheduler``). The ORCA paper gives no
+    embedder optimiser, so the code is the source. The fine-tuning values are the paper
+    profile's (:func:`_paper_train`: PaRe Tables 12/13, betas/momentum from ORCA's config).
+    """
+    train = _paper_train(task, "orca")
+    rule = f"{ORCA_REF} src/task_configs.py:get_optimizer_scheduler(module='embedder')"
+    lr = train["lr"].value
+    return {
+        "align_optimizer": Setting(train["optimizer"].value,
+                                   f"{rule}: the fine-tuning optimiser ({train['optimizer'].source})"),
+        "align_lr": Setting(lr * 10 if lr <= 1e-3 else lr,
+                            f"{rule}: lr x10 when lr <= 1e-3 ({train['lr'].source} = {lr:g})"),
+        "align_betas": Setting(train["betas"].value, f"{rule} ({train['betas'].source})"),
+        "align_weight_decay": Setting(train["weight_decay"].value,
+                                      f"{rule} ({train['weight_decay'].source})"),
+        "align_momentum": Setting(train["momentum"].value, f"{rule} ({train['momentum'].source})"),
+        "align_lr_steps": Setting((20, 40, 60), f"{ORCA_REF} src/configs/*.yaml "
+                                  "no_warmup_scheduler StepLR sched [20, 40, 60]; "
+                                  "task_configs.py:get_scheduler"),
+        "align_lr_gamma": Setting(0.2, f"{ORCA_REF} src/configs/*.yaml no_warmup_scheduler "
+                                  "base 0.2"),
+    }
 
 
 def _paper_train(task, method: str) -> dict[str, Setting]:
@@ -412,8 +442,7 @@ def _stage(task, method: str, profile_name: str) -> tuple[dict[str, Setting], di
             "k-means (k=10) pseudo-labels" if task.output != "classification" else "labels",
             f"{ORCA_REF} task_configs.py:get_config infer_label "
             f"({'True' if task.output != 'classification' else 'False'})")
-        notes["align_lr"] = Setting(stage["align_lr"].value,
-                                    "kit (ORCA: fine-tuning optimiser at 10x lr; see DEVIATIONS)")
+        stage.update(orca_alignment_optimizer(task))
     elif method in ("pare", "gap_adaptive_b"):
         a26 = pare_a26(key)
         if "k_initial (k0)" in a26:
