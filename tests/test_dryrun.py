@@ -104,6 +104,11 @@ def test_prepare_raw_formats_without_the_marker(tmp_path):
         folder = nb360_prepare.prepare(key, tmp_path)
         assert np.load(folder / "train_x.npy").shape[1:] == shape
         assert np.load(folder / "test_y.npy").shape[1:] == (1, 128, 128)
+    # PSICOV's targets as ORCA's loader makes them: padding 100 A, training distances <= 16 A
+    folder = nb360_prepare.prepared_dir("PSICOV", tmp_path)
+    train_y, test_y = np.load(folder / "train_y.npy"), np.load(folder / "test_y.npy")
+    assert train_y.max() <= 16.0 and (train_y[:, 0, 0, :] == 16.0).all()
+    assert (test_y[:, 0, 0, :] == 100.0).all() and test_y.max() == 100.0
 
 
 # --------------------------------------------------------------------------- dry-run switches
@@ -252,21 +257,95 @@ def small_bodies():
         yield int(LAYERS)
 
 
-def _protocol_mismatches(result: dict, task: str, method: str) -> list[str]:
-    """Resolved settings of the run vs the protocol table (when crossmodal.protocol exists)."""
-    try:
-        from crossmodal.protocol import resolve
-    except ImportError:
-        return []
+def _as_json(value):
+    """``value`` as results.json stores it (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+#: TrainConfig fields the dry run sets on purpose (``epochs=1`` and the dry-run switches).
+DRY_OVERRIDES = {"epochs": 1, "batch_size": 2, "limit_batches": 2, "progress": False}
+
+
+def protocol_mismatches(saved: dict, task: str, method: str) -> list[str]:
+    """Every setting of a saved ``results.json`` that differs from the protocol table.
+
+    Compares ``config.train`` with the table's fine-tuning settings, ``config.method`` with
+    its stage settings, ``config.model`` with its token count / patch / dropout / embedder
+    initialisation (and that the model was built with them: ``applied``, ``n_tokens_built``)
+    and ``config.protocol`` with the whole table entry. A case the table lacks raises
+    (``crossmodal.protocol.resolve``: UnknownNameError), so it cannot pass by being absent.
+    """
+    from crossmodal.protocol import resolve
+
     proto = resolve(task, method, "paper")
-    overridden = {"epochs", "batch_size", "eval_batch_size", "limit_batches", "progress"}
-    bad = [f"train.{k}: run {result['config']['train'].get(k)!r} != table {v!r}"
-           for k, v in proto.train_kwargs().items()
-           if k not in overridden and result["config"]["train"].get(k) != v]
-    bad += [f"method.{k}: run {result['config']['method'].get(k)!r} != table {v!r}"
-            for k, v in proto.method_options().items()
-            if result["config"]["method"].get(k) != v]
+    config = saved["config"]
+    bad: list[str] = []
+    for part, table in (("train", proto.train_kwargs()), ("method", proto.method_options())):
+        run_part = config[part]
+        for k, v in table.items():
+            if part == "train" and k in DRY_OVERRIDES:
+                expected = DRY_OVERRIDES[k]
+            else:
+                expected = _as_json(v)
+            if k not in run_part:
+                bad.append(f"{part}.{k}: not recorded (table {expected!r})")
+            elif run_part[k] != expected:
+                bad.append(f"{part}.{k}: run {run_part[k]!r} != table {expected!r}")
+    model = config["model"]
+    for k, s in proto.model.items():
+        if model.get(k) != _as_json(s.value):
+            bad.append(f"model.{k}: run {model.get(k)!r} != table {s.value!r}")
+    want = {k for k, v in proto.model_kwargs().items() if v is not None}
+    if "n_tokens" in want:
+        want.discard("patch_size")  # build_model takes N; the patch follows (L / N)
+    if not want <= set(model["applied"]):
+        bad.append(f"model: table settings {sorted(want - set(model['applied']))} were not "
+                   "passed to build_model")
+    n = proto.model["n_tokens"].value
+    if n is not None and model["n_tokens_built"] != n:
+        bad.append(f"model.n_tokens_built: {model['n_tokens_built']} != table N {n}")
+    if config.get("protocol") != _as_json(proto.to_json()):
+        bad.append("config.protocol differs from crossmodal.protocol.resolve(...).to_json()")
     return bad
+
+
+def test_dry_cases_are_all_in_the_protocol_table():
+    """Every dry-run case has a table entry (the comparison below cannot be skipped)."""
+    from crossmodal.methods import METHODS
+    from crossmodal.protocol import paper_tasks, resolve
+
+    assert set(PAPER_TASKS) == set(paper_tasks())
+    assert set(DRY_METHODS) <= set(METHODS)
+    for task, method in DRY_CASES:
+        assert resolve(task, method, "paper").train_kwargs()["lr"] > 0
+
+
+def test_protocol_mismatches_detects_a_changed_setting():
+    """The comparison fails when a recorded value or the recorded table entry differs."""
+    from crossmodal.protocol import resolve
+
+    proto = resolve("ECG", "orca", "paper")
+    train = {**_as_json(proto.train_kwargs()), **DRY_OVERRIDES}
+    model = {k: _as_json(s.value) for k, s in proto.model.items()}
+    model["applied"] = sorted(k for k, v in proto.model_kwargs().items()
+                              if v is not None and k != "patch_size")
+    model["n_tokens_built"] = proto.model["n_tokens"].value
+    saved = {"config": {"train": train, "method": _as_json(proto.method_options()),
+                        "model": model, "protocol": _as_json(proto.to_json())}}
+    assert protocol_mismatches(saved, "ECG", "orca") == []
+    for part, key, value in (("train", "grad_accum", 1), ("train", "betas", [0.9, 0.999]),
+                             ("method", "align_epochs", 10), ("model", "n_tokens", 250),
+                             ("model", "n_tokens_built", 250)):
+        changed = json.loads(json.dumps(saved))
+        changed["config"][part][key] = value
+        assert any(m.startswith(f"{part}.{key}") for m in
+                   protocol_mismatches(changed, "ECG", "orca")), (part, key)
+    changed = json.loads(json.dumps(saved))
+    changed["config"]["protocol"]["train"]["lr"]["value"] = 1.0
+    assert protocol_mismatches(changed, "ECG", "orca") == [
+        "config.protocol differs from crossmodal.protocol.resolve(...).to_json()"]
+    with pytest.raises(Exception, match="paper task"):
+        protocol_mismatches(saved, "smoke_digits", "orca")
 
 
 @pytest.mark.slow
@@ -298,6 +377,6 @@ def test_paper_dry_run(fixture_root, small_bodies, monkeypatch, task, method, tm
     assert result["profile"] == "paper" and result["config"]["train"]["batch_size"] == 2
     assert math.isfinite(result["final_metric"]), result["final_metric"]
     assert len(result["epochs"]) == 1 and math.isfinite(result["epochs"][0]["train_loss"])
-    assert _protocol_mismatches(result, task, method) == []
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["limit_batches"] == 2 and saved["batch_size"] == 2
+    assert protocol_mismatches(saved, task, method) == []

@@ -3,11 +3,13 @@
 * one figure per cell: a cell shows only its last expression, so a second ``add_figure``
   in the same cell would be saved but never displayed inline;
 * the notebooks of issue 15 end with their result table (not a file listing);
-* the smoke defaults are 3 seeds, and the ``parameters`` cell is tagged for papermill.
+* the smoke defaults are 3 seeds, and the ``parameters`` cell is tagged for papermill;
+* each notebook imports the notebook layer and its one study module.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -42,3 +44,20 @@ def test_smoke_notebooks_default_to_three_seeds():
     for name in ALL:
         nb = cm.settings(name, "smoke")
         assert len(nb.seeds) >= 3, name
+
+
+#: The study module of each notebook (``crossmodal.studies.<module>``).
+STUDY_OF = {"00_quickstart": "orca", "main_results": "main_results", "orca_ablations": "orca",
+            "pare_k_schedules": "pare", "mona_discrepancy": "mona",
+            "modality_gap": "gap_adaptive", "recraft_bound_tightness": "recraft",
+            "recraft_kappa_sensitivity": "recraft"}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_each_notebook_imports_the_notebook_layer_and_its_one_study(name):
+    source = "\n".join(c.source for c in _code(name))
+    assert "from crossmodal import notebook as cm" in source
+    studies = set(re.findall(r"from crossmodal\.studies import (\w+)", source))
+    assert studies == {STUDY_OF[name]}, f"{name} imports the studies {sorted(studies)}"
+    assert "from crossmodal import studies" not in source  # the former single module
+    assert f"from crossmodal.studies import {STUDY_OF[name]} as study" in source

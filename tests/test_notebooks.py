@@ -15,6 +15,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 from crossmodal import notebook as cm
 from crossmodal import reproduce as rp
 from crossmodal.errors import DataMissingError, InvalidInputError, UnknownNameError
+from crossmodal.notebook import grid
+from crossmodal.studies import orca
 
 
 @pytest.fixture(autouse=True)
@@ -192,17 +194,17 @@ def test_run_grid_runs_each_distinct_configuration_once(monkeypatch):
     import crossmodal.runner
 
     monkeypatch.setattr(crossmodal.runner, "run", fake_run)
-    monkeypatch.setattr(cm, "load_splits", lambda nb, task, seed: {})
+    monkeypatch.setattr(grid, "load_splits", lambda nb, task, seed: {})
     nb = cm.settings("orca_ablations", "smoke", seeds=[0, 1])
-    runs = cm.run_ablations(nb, ["freezing", "pretraining"])
+    runs = orca.run_ablations(nb, ["freezing", "pretraining"])
     # freeze=none and "body 100%" are the same configuration: 4 + 1 distinct, x 2 seeds
     assert len(runs) == 2 * (4 + 2) and len(calls) == 2 * 5
     assert {c[2] for c in calls} == {None, "minilm-random"}  # "{default}-random" resolved
     assert {c[4] for c in calls} == {1}  # threads pinned to the settings' value
     assert set(runs["ablation"]) == {"freezing", "pretraining"}
-    al = cm.alignment_frame(runs)
+    al = orca.alignment_frame(runs)
     assert (al["reduction_pct"] == 50.0).all()
-    assert cm.check_alignment_lowers_otdd(runs).holds
+    assert orca.check_alignment_lowers_otdd(runs).holds
     assert "probe" not in kw_seen  # not passed unless asked (older runners lack it)
 
 
@@ -215,20 +217,20 @@ def test_run_grid_forwards_a_probe_and_keeps_its_records(monkeypatch):
         return r
 
     monkeypatch.setattr(crossmodal.runner, "run", fake_run)
-    monkeypatch.setattr(cm, "load_splits", lambda nb, task, seed: {})
+    monkeypatch.setattr(grid, "load_splits", lambda nb, task, seed: {})
     runs = cm.run_grid(cm.settings("x", "smoke"), ["nft"], probe=lambda record: 7)
     assert runs["probes"][0] == [{"epoch": 0, "value": 7}]
 
 
 def test_orca_ablation_variants():
-    names = [v.name for v in cm.orca_ablation_variants("embedder_training", "smoke")]
-    assert names == [f"align_epochs={e}" for e in cm.ALIGN_EPOCH_GRID["smoke"]]
-    proxy = cm.orca_ablation_variants("proxy", "paper", proxies=["conll2003", "pydoc_topics"])
+    names = [v.name for v in orca.orca_ablation_variants("embedder_training", "smoke")]
+    assert names == [f"align_epochs={e}" for e in orca.ALIGN_EPOCH_GRID["smoke"]]
+    proxy = orca.orca_ablation_variants("proxy", "paper", proxies=["conll2003", "pydoc_topics"])
     assert [v.options.get("proxy") for v in proxy[1:]] == ["conll2003", "pydoc_topics"]
     assert proxy[0].options["align_score"] == "none"
     with pytest.raises(UnknownNameError):
-        cm.orca_ablation_variants("dropout", "smoke")
-    assert "1D" in cm.orca_ablation_finding("proxy")
+        orca.orca_ablation_variants("dropout", "smoke")
+    assert "1D" in orca.orca_ablation_finding("proxy")
 
 
 def test_method_options_drop_profile_defaults_the_method_does_not_have(monkeypatch):

@@ -174,7 +174,8 @@ def test_every_method_trains_on_a_1d_task_with_a_text_proxy(method):
 
 def test_the_paper_pretraining_ablation_has_the_minibertas_for_text_bodies_only():
     from crossmodal.bodies import BODIES
-    from crossmodal.notebook import _pretraining_amounts, orca_ablation_variants
+    from crossmodal.notebook.grid import _pretraining_amounts
+    from crossmodal.studies.orca import orca_ablation_variants
 
     variants = orca_ablation_variants("pretraining", "paper")
     names = [v.name for v in variants]

@@ -340,3 +340,132 @@ def test_a_model_built_from_the_table_has_orcas_token_count(key):
     with torch.no_grad():
         tokens = model.embedder(torch.zeros(2, *task.input_shape))
     assert tokens.shape[1] == _v(FACTS[key]["n_tokens"])
+
+
+# -- task inputs and targets against ORCA's loaders (facts: orca_input) -----------------------
+
+
+@pytest.mark.parametrize("key", sorted(FACTS))
+def test_task_inputs_and_target_normalisers_match_orcas_loaders(key):
+    """The registry feeds what ORCA's loader feeds, or names the deviation (README too)."""
+    from crossmodal.protocol import DEVIATIONS
+
+    fact, task = FACTS[key]["orca_input"], get_task(key)
+    assert "src/data_loaders.py" in fact["source"] and "get_config" in fact["source"]
+    deviation = fact["kit_deviation"]
+    if deviation is None:
+        assert list(task.input_shape) == fact["fed_shape"], key
+    else:  # a documented deviation: it must be listed in the table's DEVIATIONS and README
+        assert list(task.input_shape) != fact["fed_shape"]
+        assert any(d.startswith(f"{deviation}:") for d in DEVIATIONS), deviation
+        readme = (Path(__file__).parents[1] / "README.md").read_text()
+        assert {"PSICOV": "* PSICOV: ORCA feeds 57x512x512",
+                "NavierStokes1D": "* Navier-Stokes 1D: ORCA flattens",
+                "DiffusionReaction2D": "* Diffusion-Reaction 2D: ORCA maps u(t=0) to v(T)",
+                }[deviation] in readme
+    decoded = fact["target_normalizer"] == "unit_gaussian"  # standardised *and* decoded
+    assert task.target_normalizer == ("unit_gaussian" if decoded else None), key
+    proto = resolve(key, "nft", "paper")
+    assert list(proto.loss["input_shape"].value) == list(task.input_shape)
+    assert proto.loss["target_normalizer"].value == task.target_normalizer
+
+
+def test_darcy_flow_head_predicts_standardised_targets_and_decodes_them():
+    """ORCA's y_normalizer: mean/std per pixel of the training targets, decoded before loss."""
+    from crossmodal.heads import TargetDecodedHead
+    from crossmodal.models import build_model, fit_target_normalizer
+
+    task = get_task("DarcyFlow")
+    model = build_model(task, "minilm-random")
+    assert isinstance(model.head, TargetDecodedHead)
+    rng = np.random.default_rng(0)
+    y = (3.0 + 2.0 * rng.standard_normal((50, *task.output_shape))).astype(np.float32)
+    assert fit_target_normalizer(model, y)
+    mean, std = torch.tensor(y.mean(0)), torch.tensor(y.std(0, ddof=1))
+    assert torch.allclose(model.head.mean, mean, atol=1e-5)
+    assert torch.allclose(model.head.scale, std + 1e-5, atol=1e-5)
+    h = torch.zeros(2, 7, 4)
+    model.head.inner.forward = lambda tokens: torch.ones(len(tokens), *task.output_shape)
+    out = model.head(h)  # inner output z = 1: one standard deviation above the mean
+    assert torch.allclose(out, (mean + std + 1e-5).expand_as(out), atol=1e-4)
+    assert {"head.mean", "head.scale"} <= set(model.state_dict())  # kept in checkpoints
+    # tasks without ORCA's normaliser keep a plain head, and fitting is a no-op
+    plain = build_model(get_task("DarcyFlow2D"), "minilm-random")
+    assert not isinstance(plain.head, TargetDecodedHead)
+    assert not fit_target_normalizer(plain, np.zeros((2, 1, 64, 64), np.float32))
+
+
+def test_the_runner_fits_the_target_normaliser_before_any_stage():
+    from crossmodal.runner import run
+
+    task = get_task("DarcyFlow")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, *task.input_shape)).astype(np.float32)
+    y = (5.0 + rng.random((6, *task.output_shape))).astype(np.float32)
+    seen = {}
+
+    def probe(model, m, spec, splits, record):
+        seen.setdefault("mean", float(model.head.mean.mean()))
+        return {}
+
+    run(task, "nft", "smoke", epochs=1, body="minilm-random", progress=False,
+        splits={"train": (x, y), "test": (x[:2], y[:2])}, limit_batches=1, batch_size=2,
+        probe=probe)
+    assert seen["mean"] == pytest.approx(float(y.mean()), rel=1e-5)
+
+
+def test_pde_inputs_are_strided_to_orcas_resolution():
+    from crossmodal.tasks.pdebench import ORCA_RESOLUTION, reduce_to_orca
+
+    assert ORCA_RESOLUTION == {"Advection1D": 256, "DarcyFlow2D": 64}
+    x = np.arange(2 * 1024, dtype=np.float32).reshape(2, 1, 1024)
+    (xs, ys), = reduce_to_orca("Advection1D", {"train": (x, x + 1)}).values()
+    assert xs.shape == (2, 1, 256) and np.array_equal(xs, x[..., ::4])  # ORCA's ::4
+    assert np.array_equal(ys, (x + 1)[..., ::4])
+    g = np.zeros((2, 1, 128, 128), np.float32)
+    g[..., ::2, ::2] = 1.0
+    (gs, _), = reduce_to_orca("DarcyFlow2D", {"test": (g, g)}).values()
+    assert gs.shape == (2, 1, 64, 64) and (gs == 1.0).all()
+    small = {"train": (x[..., :256], x[..., :256])}  # generated files: left as they are
+    assert reduce_to_orca("Advection1D", small) is small
+    assert get_task("Advection1D").input_shape == (1, 256)
+    assert get_task("DarcyFlow2D").input_shape == (1, 64, 64)
+
+
+# -- bad input on the paper path: a CrossmodalError naming the fix, never a traceback ---------
+
+BAD_PAPER_INPUTS = [
+    (["run", "--task", "ECG", "--method", "orca", "--profile", "paper", "--data-root", "{empty}",
+      "--body", "roberta-base-random", "--limit-batches", "1"], "crossmodal data download ECG"),
+    (["run", "--task", "CIFAR100", "--method", "pare", "--profile", "paper", "--data-root",
+      "{empty}", "--body", "swin-base-random"], "crossmodal data download CIFAR100"),
+    (["run", "--task", "smoke_gunpoint", "--method", "nft", "--profile", "smoke", "--body",
+      "swin-base-random", "--epochs", "1"], "use a text body"),
+    (["run", "--task", "smoke_digits", "--method", "nft", "--limit-batches", "0"],
+     "positive integer"),
+    (["run", "--task", "ECG", "--method", "orca", "--profile", "paper", "--data-root", "{empty}",
+      "-o", "align_score=bogus"], "align_score must be one of"),
+    (["run", "--task", "smoke_digits", "--method", "nft", "--body", "nope", "--epochs", "1"],
+     "unknown body"),
+    (["protocol", "ECG", "--method", "nope"], "valid methods"),
+    (["protocol", "smoke_digits", "--method", "orca", "--profile", "paper"], "valid paper tasks"),
+]
+
+
+@pytest.mark.parametrize("argv, fix", BAD_PAPER_INPUTS, ids=[" ".join(a[:4]) + f" [{i}]" for i, (a, _)
+                                                            in enumerate(BAD_PAPER_INPUTS)])
+def test_bad_paper_path_inputs_are_clear_cli_errors(argv, fix, tmp_path, capsys):
+    argv = [a.format(empty=tmp_path) for a in argv]
+    assert main(argv) == 2  # CrossmodalError caught by the CLI: exit 2, one message
+    err = capsys.readouterr().err
+    assert err.startswith("crossmodal: error: ") and fix in err, err
+    assert "Traceback" not in err
+
+
+def test_the_library_raises_no_bare_not_implemented_error():
+    """A missing code path must be a CrossmodalError that says what to do instead."""
+    lib = Path(__file__).parents[1] / "lib" / "crossmodal"
+    offenders = [f"{p.relative_to(lib)}:{i}" for p in lib.rglob("*.py")
+                 for i, line in enumerate(p.read_text().splitlines(), 1)
+                 if "raise NotImplementedError" in line]
+    assert offenders == []

@@ -13,6 +13,8 @@ import torch
 from crossmodal import notebook as cm
 from crossmodal import studies as st
 from crossmodal.errors import InvalidInputError, UnknownNameError
+from crossmodal.notebook import grid
+from crossmodal.studies import gap_adaptive as gap_study
 
 
 def _result(task, method, seed, options, final, report=None, probes=None, epochs=3):
@@ -64,7 +66,7 @@ def test_run_pare_ablations_shares_the_default_run_and_checks_directions(monkeyp
     import crossmodal.runner
 
     monkeypatch.setattr(crossmodal.runner, "run", fake_run)
-    monkeypatch.setattr(cm, "load_splits", lambda nb, task, seed: {})
+    monkeypatch.setattr(grid, "load_splits", lambda nb, task, seed: {})
     nb = cm.settings("pare_k_schedules", "smoke", tasks=["smoke_gunpoint"], seeds=[0])
     report_runs = st.run_pare_ablations(nb, {"k_schedule": ["linear", "exponential"],
                                              "mixing": ["mixup"], "gate": None})
@@ -190,8 +192,6 @@ def test_kappa_variants_table_and_range():
 
 
 def test_gap_estimates_weights_and_their_check(monkeypatch, tmp_path):
-    import crossmodal.methods.gap_adaptive as ga
-
     seen = []
 
     def fake_estimate(task, profile, *, splits, seed, distances, **opts):
@@ -200,8 +200,8 @@ def test_gap_estimates_weights_and_their_check(monkeypatch, tmp_path):
         return {"gap_distance": "mmd" if dense else "otdd",
                 "gaps": {"otdd": None if dense else 40.0, "mmd": 0.2}}
 
-    monkeypatch.setattr(ga, "estimate_task_gap", fake_estimate)
-    monkeypatch.setattr(st, "load_splits", lambda nb, task, seed: {})
+    monkeypatch.setattr(gap_study, "estimate_task_gap", fake_estimate)
+    monkeypatch.setattr(gap_study, "load_splits", lambda nb, task, seed: {})
     nb = cm.settings("modality_gap", "smoke", tasks=["smoke_gunpoint", "smoke_advection"],
                      output_dir=tmp_path)
     gaps = st.gap_estimates(nb)
@@ -243,20 +243,90 @@ def test_paper_notes_records_and_variants():
     assert vs[0].options == {} and vs[1].options["beta"] == 2.0 and vs[1].options["gamma"] == 3.0
 
 
-def test_discrepancy_trend_is_observed_per_task():
-    frame = pd.DataFrame({"task": ["a"] * 3 + ["b"] * 2, "variant": "nft",
-                          "epoch": [0, 1, 2, 0, 1], "discrepancy": 0.5,
-                          "discrepancy_exact": [0.2, 0.3, 0.4, 0.5, 0.1]})
-    checks = st.check_discrepancy_trend(frame)
-    assert [c.holds for c in checks] == [True, False] and not checks[0].asserted
-    assert checks[0].kind == "claim" and "different quantity" in checks[0].paper
-    assert "0: 0.2, 1: 0.3, 2: 0.4" in checks[0].detail
-    # several seeds: the mean per epoch
-    two = pd.DataFrame({"task": "a", "variant": "nft", "seed": [0, 0, 1, 1],
-                        "epoch": [0, 1, 0, 1], "discrepancy": 0.5,
-                        "discrepancy_exact": [0.2, 0.1, 0.4, 0.7]})
-    (c,) = st.check_discrepancy_trend(two)
-    assert c.holds and "0: 0.3, 1: 0.4 (mean of 2 seeds)" in c.detail
+def _discrepancies(rises: dict[tuple[str, int], float]) -> pd.DataFrame:
+    """A discrepancy frame: per (task, seed), D at epochs 0, 1, 2 from 0.3 to 0.3 + rise."""
+    rows = []
+    for (task, seed), rise in rises.items():
+        for epoch, d in enumerate((0.3, 0.3 + rise / 2, 0.3 + rise)):
+            rows.append({"task": task, "variant": "nft", "seed": seed, "epoch": epoch,
+                         "discrepancy": d, "discrepancy_exact": d})
+    return pd.DataFrame(rows)
+
+
+def test_discrepancy_trend_is_one_paired_verdict_over_task_seed_pairs():
+    pairs = [(t, s) for t in ("a", "b") for s in (0, 1, 2)]
+    # rises on all six pairs: the sign test reaches p = 0.031, the interval is above 0
+    (c,) = st.check_discrepancy_trend(_discrepancies({p: 0.1 + 0.01 * i
+                                                      for i, p in enumerate(pairs)}))
+    assert c.verdict == "holds" and c.holds and c.kind == "claim" and not c.asserted
+    assert "6 (task, seed) pairs: 6 wins, 0 losses" in c.detail
+    assert "a 0.3 -> 0.41 (epoch 0 -> 2, mean of 3 seeds)" in c.detail
+    assert "different quantity" in c.paper
+    # falls on all six: contradicted
+    (c,) = st.check_discrepancy_trend(_discrepancies({p: -0.1 for p in pairs}))
+    assert c.verdict == "contradicted" and not c.holds
+    assert "0 wins, 6 losses" in c.detail
+    # mixed signs: within the noise
+    (c,) = st.check_discrepancy_trend(_discrepancies({p: (-0.1) ** i for i, p in
+                                                      enumerate(pairs)}))
+    assert c.verdict == "inconclusive" and not c.holds
+    # one task x three seeds, all rising: too few pairs for the sign test, inconclusive
+    (c,) = st.check_discrepancy_trend(_discrepancies({("a", s): 0.1 for s in (0, 1, 2)}))
+    assert c.verdict == "inconclusive" and "3 wins, 0 losses" in c.detail
+    # MoNA's variant is not NFT's; nothing measured: no check
+    assert st.check_discrepancy_trend(_discrepancies({("a", 0): 0.1}), variant="mona") == []
+
+
+def _final_runs(finals: dict[str, list[float]], tasks=("t1", "t2"), seeds=(0, 1, 2),
+                metric: str = "error") -> pd.DataFrame:
+    """Runs of each variant on every (task, seed) pair; ``finals[v][i]`` for pair i."""
+    pairs = [(t, s) for t in tasks for s in seeds]
+    return pd.DataFrame([{"task": t, "seed": s, "variant": v, "method": v, "metric": metric,
+                          "lower_is_better": True, "final": f[i]}
+                         for v, f in finals.items() for i, (t, s) in enumerate(pairs)])
+
+
+def test_modality_gap_claims_are_paired_verdicts_over_seeds():
+    base = [0.5, 0.52, 0.48, 0.6, 0.61, 0.59]
+    runs = _final_runs({"nft": base, "pare": [b - 0.1 for b in base],  # pare better: holds
+                        "gap_adaptive_a": [b + 0.1 for b in base],  # worse: contradicted
+                        "gap_adaptive_b": [b + (0.01 if i % 2 else -0.01)  # mixed
+                                           for i, b in enumerate(base)]})
+    from crossmodal.studies import gap_adaptive
+
+    checks = {c.claim: c for c in gap_adaptive.claim_checks(runs)}
+    assert checks["pare beats nft"].verdict == "holds"
+    assert checks["gap_adaptive_a beats nft"].verdict == "contradicted"
+    assert checks["gap_adaptive_b beats pare"].verdict == "contradicted"  # +0.1 +- 0.01
+    assert "6 (task, seed) pairs" in checks["pare beats nft"].detail
+    assert "paper: 10/10 tasks" in checks["pare beats nft"].detail
+    # the same on one task only: 3 pairs, inconclusive whatever the signs
+    few = runs[runs["task"] == "t1"]
+    assert {c.verdict for c in gap_adaptive.claim_checks(few)} == {"inconclusive"}
+    # a method that did not run: its claim is left out
+    assert [c.claim for c in gap_adaptive.claim_checks(runs[runs["variant"] != "pare"])] == \
+        ["gap_adaptive_a beats nft"]
+
+
+def test_mona_claims_pair_mona_with_nft_and_add_the_trend():
+    from crossmodal.studies import mona
+
+    base = [0.5, 0.52, 0.48, 0.6, 0.61, 0.59]
+    runs = _final_runs({"nft": base, "mona": [b - (0.02 if i % 3 else -0.02)
+                                              for i, b in enumerate(base)]})
+    frame = _discrepancies({(t, s): 0.1 for t in ("t1", "t2") for s in (0, 1, 2)})
+    beats, trend = mona.claim_checks(runs, frame)
+    assert beats.claim == "mona beats nft" and beats.verdict == "inconclusive"  # 4 wins, 2 losses
+    assert "4 wins, 2 losses" in beats.detail
+    assert trend.verdict == "holds"
+
+
+def test_differences_check_is_a_verdict_on_given_differences():
+    c = cm.differences_check("x rises", [0.1] * 6, units="%", detail="per task", paper="Fig. 1")
+    assert c.verdict == "holds" and c.detail.endswith("; per task; Fig. 1") and " %" in c.detail
+    assert cm.differences_check("x rises", [-0.1] * 6).verdict == "contradicted"
+    assert cm.differences_check("x rises", [0.1, -0.1] * 3).verdict == "inconclusive"
+    assert cm.differences_check("x rises", []) is None
 
 
 def test_bound_table_and_the_gap_claim():

@@ -134,3 +134,49 @@ class PixelShuffleHead2D(nn.Module):
             x = F.adaptive_avg_pool1d(x.flatten(2).transpose(1, 2), self.out_channels)
             x = x.transpose(1, 2).reshape(b, self.out_channels, h, w)
         return F.adaptive_avg_pool2d(x, self.out_hw)
+
+
+class TargetDecodedHead(nn.Module):
+    r"""A dense head whose outputs are standardised targets, decoded to physical units.
+
+    ORCA trains Darcy Flow (NAS-Bench-360) on targets standardised per pixel with the
+    training set's statistics (``src/data_loaders.py:load_darcy_flow``,
+    ``UnitGaussianNormalizer(y_train)``) and decodes both the prediction and the target
+    before the loss and the metric (``src/main.py:train_one_epoch``/``evaluate``,
+    ``decoder.decode``). The inner head therefore predicts :math:`z`, and
+
+    .. math:: \hat y = z \odot (\sigma + \epsilon) + \mu,
+              \qquad \mu = \operatorname{mean}_i y_i, \quad
+              \sigma = \operatorname{std}_i y_i \ (\text{unbiased}), \quad \epsilon = 10^{-5},
+
+    per output element over the training targets :math:`y_i`. Loss and metric see
+    :math:`\hat y` against the physical targets, which is ORCA's
+    ``loss(decode(out), decode(encode(y)))``. Until :meth:`fit` is called the decoder is the
+    identity (:math:`\mu = 0`, :math:`\sigma + \epsilon = 1`). The statistics are buffers:
+    checkpoints keep them.
+    """
+
+    EPS = 1e-5
+
+    def __init__(self, inner: nn.Module, out_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("mean", torch.zeros(out_shape))
+        self.register_buffer("scale", torch.ones(out_shape))
+        self.fitted = False
+
+    @torch.no_grad()
+    def fit(self, targets: torch.Tensor) -> None:
+        """Set :math:`\\mu` and :math:`\\sigma + \\epsilon` from training targets ``(n, *out)``."""
+        y = torch.as_tensor(targets, dtype=torch.float32)
+        if tuple(y.shape[1:]) != tuple(self.mean.shape) or len(y) < 2:
+            from crossmodal.errors import InvalidInputError
+
+            raise InvalidInputError(f"target normaliser: need >= 2 targets of shape "
+                                    f"{tuple(self.mean.shape)}, got {tuple(y.shape)}")
+        self.mean.copy_(y.mean(0).to(self.mean))
+        self.scale.copy_((y.std(0) + self.EPS).to(self.scale))
+        self.fitted = True
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.inner(tokens) * self.scale + self.mean

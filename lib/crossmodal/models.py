@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -41,6 +42,7 @@ from crossmodal.heads import (
     PixelShuffleHead2D,
     PooledDenseHead1D,
     PooledLinearHead,
+    TargetDecodedHead,
 )
 from crossmodal.tasks import TaskSpec, get_task
 
@@ -85,6 +87,31 @@ class CrossModalModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+TARGET_NORMALIZERS = ("unit_gaussian",)
+
+
+def decoded_head(task: TaskSpec, head: nn.Module) -> nn.Module:
+    """``head`` wrapped in the task's target decoder (see :class:`TargetDecodedHead`)."""
+    if task.target_normalizer not in TARGET_NORMALIZERS:
+        raise unknown_name("target_normalizer", str(task.target_normalizer), TARGET_NORMALIZERS)
+    if task.output != "dense":
+        raise InvalidInputError(f"{task.key}: a target normaliser needs a dense task")
+    return TargetDecodedHead(head, tuple(task.output_shape))
+
+
+def fit_target_normalizer(model: nn.Module, y_train: Any) -> bool:
+    """Fit the model's target decoder on the training targets (True if it has one).
+
+    Called once per run after the model is built, before any stage trains (runner.run), so
+    every method's head predicts in the same standardised space, as ORCA's Darcy Flow does.
+    """
+    head = getattr(model, "head", None)
+    if not isinstance(head, TargetDecodedHead):
+        return False
+    head.fit(torch.as_tensor(np.asarray(y_train)))
+    return True
 
 
 def make_embedder(
@@ -210,6 +237,8 @@ def build_model(
     if task.modality == "2D":
         stride = embedder.image_size // int(round(n_out**0.5))
     head_module = make_head(task, body.out_size, n_out, head_kind, stride=stride)
+    if task.target_normalizer is not None:
+        head_module = decoded_head(task, head_module)
     architecture = dict(
         body=body.name, n_tokens=embedder.num_tokens, patch_size=embedder.patch_size,
         n_tokens_requested=n_tokens, embedder_init=embedder_init, dropout=body.dropout,

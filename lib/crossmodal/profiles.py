@@ -68,13 +68,12 @@ GunPoint 32.7 / 32.7 / 33.3 %, advection nRMSE 0.41 / 0.45 / 0.53, BasicMotions 
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from typing import Any
 
 from crossmodal.errors import unknown_name
+from crossmodal.paper_tables import hyperparameter_rows
 from crossmodal.tasks import TaskSpec
 
 
@@ -121,13 +120,8 @@ def default_body(task: TaskSpec, profile: str | Profile) -> str:
 @cache
 def paper_hyperparameters() -> dict[str, dict[str, str]]:
     """ORCA's fine-tuning settings per task (PaRe Tables 12 and 13), as raw strings."""
-    out: dict[str, dict[str, str]] = {}
-    path = resources.files("crossmodal") / "paper_results" / "pare_hyperparameters.csv"
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            if row["table"] in ("Table 12", "Table 13") and row["value"]:
-                out.setdefault(row["task"], {})[row["hyperparameter"]] = row["value"]
-    return out
+    rows = hyperparameter_rows("pare_hyperparameters", ("Table 12", "Table 13"))
+    return {task: {k: v for k, v in d.items() if k != "__table__"} for task, d in rows.items()}
 
 
 def train_defaults(task: TaskSpec, profile: str | Profile) -> dict:

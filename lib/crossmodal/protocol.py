@@ -28,14 +28,12 @@ README's "Paper profile" section (and :data:`DEVIATIONS`).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 from typing import Any
 
 from crossmodal.errors import InvalidInputError, unknown_name
+from crossmodal.paper_tables import hyperparameter_rows
 
 ORCA_REF = "ORCA@19b8c1c"
 PARE_REF = "PaRe@7d5362c"
@@ -119,17 +117,29 @@ PARE_CODE = {
 DEVIATIONS = (
     "ORCA clips the gradient after every micro-batch backward; the kit clips once per "
     "optimiser step. Identical on every paper task: clipping is on only where accum = 1.",
-    "ORCA's embedder optimiser in the alignment stage is the fine-tuning optimiser with 10x its "
-    "lr (if lr <= 1e-3) and StepLR x0.2 at epochs 20/40/60; the kit uses Adam with align_lr "
-    "1e-3, constant, so that alignment does not depend on the fine-tuning optimiser.",
-    "DarcyFlow (NAS-Bench-360): inputs as ORCA's (standardised coefficient + grid, 3x85x85); "
-    "ORCA also standardises the targets and computes the loss/metric on decoded values; the "
-    "kit trains on physical-unit targets.",
-    "PDEBench input resolutions: ORCA reads Advection at 256 points and Darcy 2D at 64x64 "
-    "(reduced_resolution 4 / 2) and flattens Navier-Stokes 1D's 3 channels to 3072; the kit "
-    "keeps 1024 / 128x128 / 3x1024. The token counts N follow ORCA (patch = L / N).",
-    "PSICOV: ORCA trains on 57x512x512 PDNet windows (get_config sample_shape (1, 57, 512, 512));"
-    " the kit's prepared cache is 57x128x128 crops (PDNet preparation is not in the kit).",
+    "ORCA's alignment optimiser: the paper profile uses the authors' (the fine-tuning "
+    "optimiser with 10x its lr if lr <= 1e-3, StepLR x0.2 after epochs 20/40/60; the paper "
+    "gives none); the smoke and lab profiles keep the kit's Adam at align_lr 1e-3, constant.",
+    "PSICOV: ORCA feeds 57x512x512 windows (src/data_loaders.py:load_psicov "
+    "training_window=512; test maps whole at 512x512, utils.py:psicov_mae LMAX=512); the kit's "
+    "prepared cache holds 57x128x128 top-left windows (a 512 cache of DeepCov would be ~200 GB "
+    "of float32 in memory; the kit's splits are in-memory arrays), so MAE_8 is scored on the "
+    "first 123 residues of each test protein. Padding (100 A) and the 16 A training clip "
+    "follow ORCA.",
+    "NavierStokes1D: ORCA flattens (density, pressure, Vx) into one 3072-point channel and "
+    "trains and scores on values standardised with the training inputs' statistics (load_pde "
+    "1DCFD, no decoder); the kit keeps 3x1024 channels (N = 128 tokens either way, patch 8 "
+    "over 3 channels instead of 24 points of one) and scores nRMSE in physical units, as "
+    "PDEBench reports it.",
+    "DiffusionReaction2D: ORCA maps u(t=0) to v(T) (one channel; load_pde RD2D); the kit "
+    "maps (u, v)(t=0) to (u, v)(T), the PDEBench task PaRe Table 9 describes.",
+    "Burgers1D: ORCA's get_config declares (1, 1, 256) but load_pde feeds the file's 1024 "
+    "points (reduced_resolution 1), so ORCA's Embeddings1D (stride from 256) would emit 512 "
+    "tokens against 128 position embeddings; the kit feeds 1024 points with "
+    "target_seq_len 128's N = 128 (patch 8).",
+    "DarcyFlow (NAS-Bench-360): ORCA's LpLoss(size_average=False) sums the relative L2 over "
+    "the batch; the kit averages it (a constant factor, the batch size 4, that AdamW's "
+    "update does not see apart from its epsilon).",
     "PaRe's paper profile follows the paper (Tables 12/13, A.2.6: k0 3000 / Cosmic 200, "
     "beta2 1, Gumbel selection throughout); the released code's values are options "
     "(see PARE_CODE and `crossmodal protocol TASK --method pare`).",
@@ -186,16 +196,8 @@ class Protocol:
                    for part in ("train", "model", "loss", "stage", "notes")}}
 
 
-@cache
 def _table_rows(filename: str, tables: tuple[str, ...]) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    path = resources.files("crossmodal") / "paper_results" / filename
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            if row["table"] in tables and row["value"]:
-                d = out.setdefault(row["task"], {"__table__": row["table"]})
-                d[row["hyperparameter"]] = row["value"]
-    return out
+    return hyperparameter_rows(filename.removesuffix(".csv"), tables)
 
 
 def pare_table(task_key: str) -> tuple[dict[str, str], str]:
@@ -245,6 +247,36 @@ def orca_tokens(task_key: str) -> tuple[int, str]:
 
 def _orca_src(task_key: str, key: str) -> str:
     return f"{ORCA_REF} src/configs/{ORCA_CONFIG_FILE[task_key]}:{key}"
+
+
+def orca_alignment_optimizer(task) -> dict[str, Setting]:
+    """ORCA's embedder optimiser of the alignment stage for a paper task, with sources.
+
+    ``src/task_configs.py:get_optimizer_scheduler(module='embedder')``: the task's fine-tuning
+    optimiser (kind, betas, weight decay, momentum) with its lr times 10 when lr <= 1e-3, and
+    ``get_scheduler(no_warmup_scheduler)``: StepLR, x0.2 after epochs 20, 40, 60, stepped once
+    per alignment epoch (every config's ``no_warmup_scheduler``). The ORCA paper gives no
+    embedder optimiser, so the code is the source. The fine-tuning values are the paper
+    profile's (:func:`_paper_train`: PaRe Tables 12/13, betas/momentum from ORCA's config).
+    """
+    train = _paper_train(task, "orca")
+    rule = f"{ORCA_REF} src/task_configs.py:get_optimizer_scheduler(module='embedder')"
+    lr = train["lr"].value
+    return {
+        "align_optimizer": Setting(train["optimizer"].value,
+                                   f"{rule}: the fine-tuning optimiser ({train['optimizer'].source})"),
+        "align_lr": Setting(lr * 10 if lr <= 1e-3 else lr,
+                            f"{rule}: lr x10 when lr <= 1e-3 ({train['lr'].source} = {lr:g})"),
+        "align_betas": Setting(train["betas"].value, f"{rule} ({train['betas'].source})"),
+        "align_weight_decay": Setting(train["weight_decay"].value,
+                                      f"{rule} ({train['weight_decay'].source})"),
+        "align_momentum": Setting(train["momentum"].value, f"{rule} ({train['momentum'].source})"),
+        "align_lr_steps": Setting((20, 40, 60), f"{ORCA_REF} src/configs/*.yaml "
+                                  "no_warmup_scheduler StepLR sched [20, 40, 60]; "
+                                  "task_configs.py:get_scheduler"),
+        "align_lr_gamma": Setting(0.2, f"{ORCA_REF} src/configs/*.yaml no_warmup_scheduler "
+                                  "base 0.2"),
+    }
 
 
 def _paper_train(task, method: str) -> dict[str, Setting]:
@@ -336,12 +368,41 @@ def _loss(task) -> dict[str, Setting]:
     out = {"loss": Setting(task.loss, src if task.benchmark != "smoke" else "task registry")}
     for k, v in (task.loss_options or {}).items():
         out[k] = Setting(v, src)
+    from crossmodal.models import default_head
+
+    dense = {"1D": "parameter-free pooling over the hidden dimension (PooledDenseHead1D)",
+             "2D": "1x1 conv + PixelShuffle decoder (PixelShuffleHead2D)"}[task.modality]
     out["head"] = Setting({"classification": "mean-pool + linear",
                            "multilabel": "mean-pool + linear",
-                           "dense": "per-token linear decoder (kit; ORCA: parameter-free "
-                           "pooling in 1D, Swin MIM decoder in 2D)"}[task.output],
-                          "crossmodal.heads / ORCA embedder.py wrapper1D/2D")
+                           "dense": dense if default_head(task) == "orca"
+                           else "per-token linear decoder (kit)"}[task.output],
+                          f"{ORCA_REF} src/embedder.py wrapper1D/wrapper2D; crossmodal.heads")
+    out["input_shape"] = Setting(tuple(task.input_shape), _input_source(task))
+    out["target_normalizer"] = Setting(
+        task.target_normalizer,
+        f"{ORCA_REF} src/data_loaders.py:load_darcy_flow y_normalizer, decoded in main.py"
+        if task.target_normalizer else "none (ORCA's loader does not standardise the target)"
+        if task.benchmark != "smoke" else "task registry")
     return out
+
+
+#: Where each paper task's input shape comes from (ORCA's loader: what it feeds).
+_INPUT_SOURCES = {
+    "Advection1D": "load_pde ADV reduced_resolution=4",
+    "DarcyFlow2D": "load_pde Darcy reduced_resolution=2",
+    "DarcyFlow": "load_darcy_flow sub=5 (coefficient + 2 grid channels)",
+    "PSICOV": "kit 128 window (ORCA load_psicov 512: see DEVIATIONS)",
+    "NavierStokes1D": "kit 3 channels (ORCA load_pde 1DCFD (1, 3072): see DEVIATIONS)",
+    "DiffusionReaction2D": "kit (u, v) (ORCA load_pde RD2D u -> v: see DEVIATIONS)",
+    "Burgers1D": "load_pde Burgers reduced_resolution=1 (see DEVIATIONS)",
+}
+
+
+def _input_source(task) -> str:
+    if task.benchmark == "smoke":
+        return "task registry"
+    return (f"{ORCA_REF} src/task_configs.py:get_config sample_shape / src/data_loaders.py:"
+            + _INPUT_SOURCES.get(task.key, "the task's loader"))
 
 
 def _stage(task, method: str, profile_name: str) -> tuple[dict[str, Setting], dict[str, Setting]]:
@@ -381,8 +442,7 @@ def _stage(task, method: str, profile_name: str) -> tuple[dict[str, Setting], di
             "k-means (k=10) pseudo-labels" if task.output != "classification" else "labels",
             f"{ORCA_REF} task_configs.py:get_config infer_label "
             f"({'True' if task.output != 'classification' else 'False'})")
-        notes["align_lr"] = Setting(stage["align_lr"].value,
-                                    "kit (ORCA: fine-tuning optimiser at 10x lr; see DEVIATIONS)")
+        stage.update(orca_alignment_optimizer(task))
     elif method in ("pare", "gap_adaptive_b"):
         a26 = pare_a26(key)
         if "k_initial (k0)" in a26:

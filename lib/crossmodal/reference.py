@@ -19,11 +19,15 @@ as the runs they sit beside.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from crossmodal.errors import InvalidInputError
 from crossmodal.metrics import get_metric
+from crossmodal.tasks import get_task
 
 #: Reference model names per task output type.
 REFERENCE_MODELS = {"classification": ("logistic regression", "1-NN"),
@@ -105,15 +109,16 @@ def reference_scores(task, splits: dict, seed: int = 0) -> dict[str, float]:
             for name, p in preds.items()}
 
 
-def reference_runs(nb, tasks: list[str] | None = None) -> pd.DataFrame:
+def reference_runs(nb, load_splits: Callable[[Any, str, int], dict], tasks: list[str] | None = None
+                   ) -> pd.DataFrame:
     """One row per task x reference model x seed on the notebook's own (seeded) subsets.
 
-    The columns match :func:`crossmodal.notebook.run_grid` (``variant`` is
-    ``"reference: <model>"``, ``method`` is ``"reference"``), so the rows go through the same
-    mean ± std tables. Tasks without a reference (multi-label, ...) are skipped.
+    ``load_splits(nb, task, seed)`` gives those subsets (the notebook layer passes its own
+    :func:`crossmodal.notebook.load_splits`: this module sits below that layer). The columns
+    match :func:`crossmodal.notebook.run_grid` (``variant`` is ``"reference: <model>"``,
+    ``method`` is ``"reference"``), so the rows go through the same mean ± std tables. Tasks
+    without a reference (multi-label, ...) are skipped.
     """
-    from crossmodal.notebook import load_splits
-    from crossmodal.tasks import get_task
 
     rows = []
     for key in tasks or nb.tasks:

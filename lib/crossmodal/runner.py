@@ -26,7 +26,7 @@ from crossmodal.data.root import data_root as resolve_data_root
 from crossmodal.errors import InvalidInputError
 from crossmodal.methods import RunContext, get_method
 from crossmodal.metrics import get_metric
-from crossmodal.models import build_model
+from crossmodal.models import build_model, fit_target_normalizer
 from crossmodal.profiles import (
     default_body,
     get_profile,
@@ -38,7 +38,7 @@ from crossmodal.reporting import package_versions, write_json_atomic
 from crossmodal.runlock import RunLock, clean_stale_temporaries
 from crossmodal.runstate import CHECKPOINT, plan_run, run_fingerprint
 from crossmodal.tasks import Splits, TaskSpec, get_task
-from crossmodal.training import TrainConfig, fit, seed_everything
+from crossmodal.training import TrainConfig, fit, resolve_device, seed_everything
 from crossmodal.validation import (
     check_input_shapes,
     check_out_dir,
@@ -85,18 +85,6 @@ def make_train_config(task: TaskSpec, profile: str, *, epochs: int | None = None
     if bad:
         raise InvalidInputError(f"unknown training option(s) {bad}; valid: {sorted(valid)}")
     return TrainConfig(seed=seed, **kwargs)
-
-
-def resolve_device(device: str = "auto") -> str:
-    """The one device a run uses for every stage: ``"cuda"`` when available (``auto``)."""
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise InvalidInputError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InvalidInputError(f"device {device!r} was asked for but torch sees no GPU; use "
-                                "-t device=cpu or auto")
-    return device
 
 
 def model_options(model_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -313,13 +301,16 @@ def run(
     wanted = proto.model_kwargs() if proto else {}
     applied = model_options(wanted)
     model = build_model(spec, body_name, seed=seed, **applied)
-    # stages before fit place what they train on ctx.device; fit (accelerate) moves the rest
+    fit_target_normalizer(model, splits["train"][1])  # ORCA's Darcy Flow decoder; else no-op
     m.prepare(model, spec, ctx)
+    # every stage runs on the one device of the run (fit's accelerator picks the same one)
+    ctx.place(model)
 
     extra_state: dict[str, Any] = {}
     resuming = plan == "resume"
     if not resuming:
         extra_state["method_report"] = m.pretrain(model, spec, splits, ctx) or {}
+        extra_state["stages"] = ctx.stages  # where each stage-1 loop ran (kept on resume)
 
     probes: list[dict] = []
 
@@ -372,6 +363,7 @@ def run(
         **({"probes": probes} if probe is not None else {}),
         "wall_seconds": time.perf_counter() - t_start,
         "device": device,
+        "stages": extra_state.get("stages", []),
         "data": data_kind,
         "num_processes": int(os.environ.get("WORLD_SIZE", "1")),
         "dry_run": bool(dry) or data_kind == "fixture",

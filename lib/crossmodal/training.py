@@ -195,6 +195,26 @@ def default_num_threads() -> int:
     return max(n, 1)
 
 
+def resolve_device(device: str = "auto") -> str:
+    """The one device a run uses for every stage, decided once (``TrainConfig.device``).
+
+    ``"auto"``: ``"cuda"`` when torch sees a GPU, else ``"cpu"``. Under a multi-process launch
+    (``WORLD_SIZE`` > 1) a GPU device is this process's own, ``cuda:$LOCAL_RANK``, the device
+    Accelerate gives ``fit``; so stage 1 (the runner places the model there before it) and
+    fine-tuning run on the same device.
+    """
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise InvalidInputError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidInputError(f"device {device!r} was asked for but torch sees no GPU; use "
+                                "-t device=cpu or auto")
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
 def seed_everything(seed: int, num_threads: int | None = None) -> None:
     """Seed python, numpy and torch; pin torch's CPU threads (determinism across runs)."""
     random.seed(seed)
@@ -491,7 +511,8 @@ def fit(
     ckpt_path = out / "checkpoint.pt" if out is not None else None
     loss_fn = loss_fn or task_loss_fn(task)
 
-    cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    device = resolve_device(cfg.device)  # the run's one device (stage 1 ran there too)
+    cpu = device == "cpu"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     # one global batch of cfg.batch_size split across processes: the one-process update
     split = world > 1 and cfg.batch_size % world == 0 and cfg.eval_batch_size % world == 0

@@ -17,8 +17,12 @@ loaders (ORCA ``src/data_loaders.py``, ``src/utils.py``), made deterministic:
   ``<set>/features/<pdb>.pkl``, ``<set>/distance/<pdb>-cb.npy``). PDNet's 57 input channels
   (``ss`` 3x2, ``pssm`` 22x2, ``sa`` 2, ``entropy`` 2 as row/column broadcasts, then
   ``ccmpred``, ``freecon``, ``potential``), the Cb distance map with values below 1 set to 1;
-  both padded by 5 on each side (ORCA's ``pad_size = 10``) and cut to the top-left 128x128
-  window (ORCA crops a random window in training): x (57, 128, 128), y (1, 128, 128).
+  both padded by 5 on each side (ORCA's ``pad_size = 10``; inputs with 0, distances with
+  100 Å as ORCA's ``get_input_output_dist``), unknown distances 0 (ORCA's ``nan_to_num``),
+  training distances clipped at 16 Å (ORCA's ``label_engineering = '16.0'``, train only), and
+  cut to the top-left 128x128 window: x (57, 128, 128), y (1, 128, 128). ORCA feeds 512x512
+  windows (``load_psicov(training_window=512)``; a random crop of longer proteins) and scores
+  whole 512x512 test maps; the 128 window is the kit's deviation (README, paper profile).
 * **Cosmic** (``nb360/cosmic/``: ``{train,test}_dirs.npy`` listing ``./<path>.npy`` files of
   (2 or 3, H, W) image / cosmic-ray mask / ignore mask, relative to ``nb360/cosmic``). ORCA's
   fixed 128x128 crop at (64, 64); no sky augmentation (ORCA adds a random multiple of
@@ -36,9 +40,11 @@ import numpy as np
 
 from crossmodal.errors import DataMissingError, InvalidInputError
 
-PREPARE_VERSION = 1
+PREPARE_VERSION = 2  # 2: PSICOV targets padded with 100 A, training targets clipped at 16
 FSD_RATE, FSD_N_FFT, FSD_WIN, FSD_HOP, FSD_MELS, FSD_TOP_DB = 22050, 1920, 661, 220, 96, 80.0
 PSICOV_CHANNELS, PSICOV_PAD, PSICOV_WINDOW = 57, 10, 128
+#: ORCA's distance fill of the padding and its training-target clip (Angstrom)
+PSICOV_PAD_DISTANCE, PSICOV_TRAIN_CLIP = 100.0, 16.0
 COSMIC_CROP, COSMIC_OFFSET = 128, 64
 
 
@@ -157,10 +163,10 @@ def psicov_features(feats: dict) -> np.ndarray:
     return x
 
 
-def _window(a: np.ndarray) -> np.ndarray:
-    """Pad by PSICOV_PAD/2 per side, then the top-left PSICOV_WINDOW square, zero-filled."""
+def _window(a: np.ndarray, fill: float = 0.0) -> np.ndarray:
+    """Pad by PSICOV_PAD/2 per side, then the top-left PSICOV_WINDOW square (``fill`` outside)."""
     half = PSICOV_PAD // 2
-    out = np.zeros((PSICOV_WINDOW, PSICOV_WINDOW, a.shape[-1]), np.float32)
+    out = np.full((PSICOV_WINDOW, PSICOV_WINDOW, a.shape[-1]), fill, np.float32)
     n = min(len(a), PSICOV_WINDOW - half)
     out[half:half + n, half:half + n] = a[:n, :n]
     return out
@@ -184,7 +190,10 @@ def _prepare_psicov(root: Path) -> dict[str, np.ndarray]:
             if int(length) != len(y):
                 raise InvalidInputError(f"PSICOV: {pdb} has L = {length} but a {y.shape} map")
             xs.append(np.moveaxis(_window(psicov_features(feats)), -1, 0))
-            ys.append(np.moveaxis(_window(np.nan_to_num(y, nan=0.0)[..., None]), -1, 0))
+            target = _window(np.nan_to_num(y, nan=0.0)[..., None], fill=PSICOV_PAD_DISTANCE)
+            if split == "train":
+                target = np.minimum(target, PSICOV_TRAIN_CLIP)
+            ys.append(np.moveaxis(target, -1, 0))
         out[f"{split}_x"], out[f"{split}_y"] = np.stack(xs), np.stack(ys)
     return out
 

@@ -14,7 +14,7 @@ A method changes three things around the shared training loop, never the loop it
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,6 +39,13 @@ class RunContext:
     #: ``batch_size`` samples instead of its own; ``None``: the method's settings.
     limit_batches: int | None = None
     batch_size: int | None = None
+    #: where each stage-1 loop ran (:class:`crossmodal.methods._stage.Stage` appends
+    #: ``{"stage", "device", "parameter_devices"}``); the runner records it in results.json
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+    def place(self, module: nn.Module) -> nn.Module:
+        """``module`` on the run's device (every stage runs there; ``fit`` uses the same)."""
+        return module.to(self.device)
 
     def budget(self) -> BatchBudget:
         """A fresh micro-batch budget for one stage (unlimited unless ``limit_batches``)."""

@@ -93,6 +93,7 @@ from crossmodal.errors import InvalidInputError, unknown_name
 from crossmodal.features import eval_mode, source_body_features
 from crossmodal.heads import PooledLinearHead
 from crossmodal.losses import cross_entropy, task_loss
+from crossmodal.methods._stage import Stage
 from crossmodal.methods.base import Method, MethodConfig, RunContext, get_method, register_method
 from crossmodal.methods.pare import PaRe, PaReConfig
 from crossmodal.methods.patching import SourceBank, align_source_tokens, load_source_bank
@@ -248,40 +249,23 @@ class GapBuffer(nn.Module):
 
 def train_embedder_only(model: nn.Module, task, x: np.ndarray, y: np.ndarray, *, epochs: int,
                         lr: float, batch_size: int, seed: int,
-                        limit_batches: int | None = None) -> list[float]:
+                        ctx: RunContext | None = None) -> list[float]:
     """The "Emb" stage: Adam on the embedder only, with the task loss; returns epoch losses.
 
-    ``limit_batches`` (dry runs): stop after that many micro-batches in total.
+    ``ctx``: the run (device, progress bar, ``--limit-batches``; None: the model's device).
     """
-    from crossmodal.training import BatchBudget
-
-    budget = BatchBudget(limit_batches)
+    stage = Stage("gap-adaptive embedder stage", ctx, model.embedder.parameters(), lr=lr,
+                  fix="Lower embedder_lr or check the inputs for extreme values")
     loss = task_loss(task)
-    params = list(model.embedder.parameters())
-    saved = {id(p): p.requires_grad for p in model.parameters()}
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator().manual_seed(seed)
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
-    device = next(model.parameters()).device
     curve = []
-    model.train()
-    try:
-        for _ in budget.loop(range(epochs)):
+    with stage.training(model, model.embedder, mode="train"):
+        for _ in stage.epochs(epochs):
             total = 0.0
-            for idx in budget.each(torch.randperm(len(xt), generator=gen).split(batch_size)):
-                opt.zero_grad(set_to_none=True)
-                value = loss(model(xt[idx].to(device)), yt[idx].to(device))
-                value.backward()
-                opt.step()
-                total += value.item() * len(idx)
+            for idx in stage.batches(torch.randperm(len(xt), generator=gen).split(batch_size)):
+                total += stage.step(loss(model(stage.put(xt[idx])), stage.put(yt[idx]))) * len(idx)
             curve.append(total / len(xt))
-    finally:
-        for p in model.parameters():
-            p.requires_grad_(saved[id(p)])
     return curve
 
 
@@ -366,7 +350,7 @@ class GapAdaptiveA(Method):
             return {"emb_curve": train_embedder_only(
                 model, task, x, y, epochs=cfg.embedder_epochs, lr=cfg.embedder_lr,
                 batch_size=ctx.stage_batch_size(cfg.embedder_batch_size), seed=ctx.seed,
-                limit_batches=ctx.limit_batches)}
+                ctx=ctx)}
         if cfg.embedder_stage in (self.name, "gap_adaptive_b"):
             raise InvalidInputError("embedder_stage cannot be a gap-adaptive method itself")
         # orca, mona, ...: their stage 1 with their own options
@@ -598,39 +582,33 @@ def label_contrastive_loss(z: torch.Tensor, groups: torch.Tensor, weights: torch
 def contrastive_embedder_training(
     model: nn.Module, task, x: np.ndarray, y: np.ndarray, *, noise_scales: tuple[float, ...],
     noise_steps: int, epochs: int, lr: float, batch_size: int, tau: float, eps: float,
-    pseudo_label_k: int = 10, seed: int = 0, limit_batches: int | None = None,
+    pseudo_label_k: int = 10, seed: int = 0, ctx: RunContext | None = None,
 ) -> list[float]:
     """Version B stage 1: the embedder (only) trained with :func:`label_contrastive_loss`.
 
-    ``limit_batches`` (dry runs): stop after that many micro-batches in total.
+    ``ctx``: the run (device, progress bar, ``--limit-batches``; None: the embedder's device).
     """
-    from crossmodal.training import BatchBudget
-
-    budget = BatchBudget(limit_batches)
+    stage = Stage("gap-adaptive contrastive stage", ctx, model.embedder.parameters(), lr=lr,
+                  fix="Lower contrastive_lr or raise contrastive_tau")
     gen = torch.Generator().manual_seed(seed)
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     groups = torch.as_tensor(group_labels(task, y, pseudo_label_k, seed))
     vectors = label_vectors(task, yt)
     sig = torch.as_tensor(noise_scales, dtype=xt.dtype)
     n, K, T = len(xt), len(sig), noise_steps
-    opt = torch.optim.Adam(model.embedder.parameters(), lr=lr)
-    device = next(model.embedder.parameters()).device
     curve = []
-    model.embedder.train()
-    for _ in budget.loop(range(epochs)):
-        total, count = 0.0, 0
-        for m in budget.each(torch.randperm(n * K * T, generator=gen).split(batch_size)):
-            i, k, t = m // (K * T), (m // T) % K, m % T + 1  # expanded index -> (i, k, t)
-            xb = perturb(xt[i], sig[k], t, generator=gen).to(device)
-            w = pair_weights(vectors[i], groups[i], eps).to(device)
-            z = model.embedder(xb).mean(1)
-            value = label_contrastive_loss(z, groups[i].to(device), w, tau=tau)
-            opt.zero_grad(set_to_none=True)
-            value.backward()
-            opt.step()
-            total += value.item() * len(m)
-            count += len(m)
-        curve.append(total / max(count, 1))
+    with stage.training(model.embedder, mode="train"):
+        for _ in stage.epochs(epochs):
+            total, count = 0.0, 0
+            for m in stage.batches(torch.randperm(n * K * T, generator=gen).split(batch_size)):
+                i, k, t = m // (K * T), (m // T) % K, m % T + 1  # expanded index -> (i, k, t)
+                xb = stage.put(perturb(xt[i], sig[k], t, generator=gen))
+                w = stage.put(pair_weights(vectors[i], groups[i], eps))
+                z = model.embedder(xb).mean(1)
+                value = label_contrastive_loss(z, stage.put(groups[i]), w, tau=tau)
+                total += stage.step(value) * len(m)
+                count += len(m)
+            curve.append(total / max(count, 1))
     return curve
 
 
@@ -681,8 +659,7 @@ class GapAdaptiveB(PaRe):
             model, task, x, y, noise_scales=cfg.noise_scales, noise_steps=cfg.noise_steps,
             epochs=cfg.contrastive_epochs, lr=cfg.contrastive_lr,
             batch_size=ctx.stage_batch_size(cfg.contrastive_batch_size), tau=cfg.contrastive_tau,
-            eps=cfg.contrastive_eps, pseudo_label_k=cfg.pseudo_label_k, seed=ctx.seed,
-            limit_batches=ctx.limit_batches,
+            eps=cfg.contrastive_eps, pseudo_label_k=cfg.pseudo_label_k, seed=ctx.seed, ctx=ctx,
         )
         report = super().pretrain(model, task, splits, ctx)
         report.update(contrastive_curve=curve, expanded_size=len(x) * len(cfg.noise_scales)

@@ -78,7 +78,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from tqdm.auto import tqdm
 
 from crossmodal.errors import InvalidInputError
 from crossmodal.features import (
@@ -87,7 +86,11 @@ from crossmodal.features import (
     source_body_features,
     target_features,
 )
+from crossmodal.losses import task_loss
+from crossmodal.methods._stage import Stage
 from crossmodal.methods.base import Method, MethodConfig, RunContext, register_method
+from crossmodal.methods.recraft import recalibrate_source_head
+from crossmodal.proxies import default_proxy, load_proxy, source_tokens
 
 SIGNS = ("standard", "slides")
 DISTANCES = ("disagreement", "tv", "kl")
@@ -336,10 +339,6 @@ class MoNA(Method):
     paper = "MoNA: modality knowledge alignment (Ma et al., ICML 2024)"
 
     def pretrain(self, model: nn.Module, task, splits: dict, ctx: RunContext) -> dict[str, Any]:
-        from crossmodal.losses import task_loss
-        from crossmodal.methods.recraft import recalibrate_source_head
-        from crossmodal.proxies import default_proxy, load_proxy, source_tokens
-
         cfg = self.config
         report: dict[str, Any] = {"signs": cfg.signs, "meta_steps": cfg.meta_steps,
                                   "train_head": cfg.train_head, "inner_lr": cfg.inner_lr,
@@ -347,6 +346,7 @@ class MoNA(Method):
         if cfg.meta_steps == 0:
             return report
         gen = torch.Generator().manual_seed(ctx.seed)
+        ctx.place(model)  # every stage on the run's device
         proxy = load_proxy(cfg.proxy or default_proxy(model.body.kind, ctx.profile),
                            max_samples=cfg.proxy_samples, seed=ctx.seed, root=ctx.data_root)
         tokens, mask = source_tokens(model.body, proxy)
@@ -363,7 +363,7 @@ class MoNA(Method):
             probe = nn.Linear(model.body.out_size, proxy.num_classes)
             probe_stats = recalibrate_source_head(
                 probe, proxy_body_features(model.body, proxy), ys, kappa=1.0, rho=0.0,
-                epochs=200, lr=1e-2)
+                epochs=200, lr=1e-2, ctx=ctx, name="MoNA source classifier")
             report["probe_accuracy"] = probe_stats["accuracy"]
         else:
             report["discrepancy_skipped"] = (
@@ -374,7 +374,7 @@ class MoNA(Method):
             # the body is never updated in stage 1: this is g_{theta_0^S} of Algorithm 2 on
             # the current embedder's tokens
             with torch.no_grad(), eval_mode(model):
-                logits = probe(target_features(model, x))
+                logits = probe(target_features(model, x)).cpu()
             return modality_discrepancy(logits, y, trials=cfg.discrepancy_trials, seed=ctx.seed,
                                         distance=cfg.discrepancy_distance,
                                         num_classes=task.num_outputs)
@@ -385,32 +385,32 @@ class MoNA(Method):
         loss = task_loss(task)
         emb_params = list(model.embedder.parameters())
         params = emb_params + (list(model.head.parameters()) if cfg.train_head else [])
-        opt = torch.optim.Adam(params, lr=cfg.outer_lr)
+        # the body is not frozen: the virtual step differentiates through its parameters,
+        # but only the embedder (and head) are in the optimiser
+        stage = Stage("MoNA stage 1", ctx, params, lr=cfg.outer_lr,
+                      fix="Lower inner_lr or outer_lr, or check the inputs for extreme values")
         curves: dict[str, list[float]] = {"inner": [], "align": [], "uniform": [], "total": [],
                                           "grad_ratio": []}
-        budget, bsz = ctx.budget(), ctx.stage_batch_size
-        with eval_mode(model):  # no dropout: the virtual and real passes are one function
-            for _ in budget.each(tqdm(range(cfg.meta_steps), desc="MoNA stage 1",
-                                      disable=not ctx.progress, leave=False)):
+        bsz = ctx.stage_batch_size
+        # no dropout: the virtual and real passes are one function
+        with stage.training(model, model), eval_mode(model):
+            for _ in stage.steps(cfg.meta_steps):
                 bt = torch.randperm(len(x), generator=gen)[: bsz(cfg.meta_batch_size)]
                 bs = torch.randperm(len(ys), generator=gen)[: max(2, bsz(cfg.source_batch_size))]
-                out = meta_step(model, loss, (x[bt], y[bt]), (tokens[bs], mask[bs], ys[bs]),
-                                cfg)
-                if not torch.isfinite(out["total"]):
-                    raise InvalidInputError(f"MoNA stage 1: the loss became "
-                                            f"{out['total'].item()}; lower inner_lr/outer_lr "
-                                            "or check the inputs")
+                out = meta_step(model, loss, stage.put(x[bt], y[bt]),
+                                stage.put(tokens[bs], mask[bs], ys[bs]), cfg)
+                stage.check(out["total"])
                 # the two parts of grad L'_outer separately, to record their ratio on phi_e
                 g_outer = torch.autograd.grad(cfg.outer_weight * out["outer"], params,
                                               retain_graph=True, allow_unused=True)
                 g_inner = torch.autograd.grad(out["inner"], params, allow_unused=True)
                 curves["grad_ratio"].append(gradient_ratio(g_outer[: len(emb_params)],
                                                            g_inner[: len(emb_params)]))
-                opt.zero_grad(set_to_none=True)
+                stage.zero_grad()
                 for p, go, gi in zip(params, g_outer, g_inner):
                     parts = [g for g in (go, gi) if g is not None]
                     p.grad = sum(parts) if parts else None
-                opt.step()
+                stage.optimizer_step()
                 for key in ("inner", "align", "uniform", "total"):
                     curves[key].append(float(out[key].detach()))
         report["curves"] = curves
@@ -504,9 +504,6 @@ def source_classifier(body: nn.Module, *, proxy: str | None = None, proxy_sample
     steps, seeded initialisation), as :class:`MoNA` does for its report. Returns the probe
     and its training loss/accuracy.
     """
-    from crossmodal.methods.recraft import recalibrate_source_head
-    from crossmodal.proxies import default_proxy, load_proxy
-
     data = load_proxy(proxy or default_proxy(body.kind, profile), max_samples=proxy_samples,
                       seed=seed)
     feats = proxy_body_features(body, data)

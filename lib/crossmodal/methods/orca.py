@@ -32,9 +32,18 @@
 
 Choices where the papers leave room (documented here and in the report):
 
-* ORCA's embedder optimiser is the fine-tuning optimiser with 10x its learning rate; here it
-  is Adam with ``align_lr`` (default 1e-3) so that alignment does not depend on the
-  fine-tuning settings.
+* ORCA's embedder optimiser (``src/task_configs.py:get_optimizer_scheduler(module=
+  'embedder')``) is the fine-tuning optimiser (kind, betas, weight decay, momentum) with 10x
+  its learning rate when that is <= 1e-3, and the ``no_warmup_scheduler`` StepLR: x0.2 after
+  alignment epochs 20, 40 and 60 (``get_scheduler``: factor 0.2^#{m : epoch > m}), one step
+  per epoch. The paper profile takes exactly that (``align_optimizer``, ``align_lr``,
+  ``align_betas``, ``align_weight_decay``, ``align_momentum``, ``align_lr_steps``,
+  ``align_lr_gamma``, from :mod:`crossmodal.protocol`; the paper itself gives no embedder
+  optimiser). The kit's default (smoke and lab) is Adam at ``align_lr`` 1e-3, constant, so
+  that alignment does not depend on the fine-tuning settings.
+* Variants that share the alignment (same task, seed, data, proxy, embedder and body
+  initialisation and alignment settings, e.g. the freeze ablations) share one alignment in a
+  process: :data:`ALIGNMENT_CACHE` keeps the aligned embedder and its report.
 * Proxy features are mean-pooled over real (non-padding) tokens.
 * ``otdd_before``/``otdd_after`` are measured on one fixed target subset with its true (or
   pseudo) labels against the proxy (the joint OTDD, not the per-class training loss), with
@@ -44,21 +53,31 @@ Choices where the papers leave room (documented here and in the report):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from crossmodal.distances import OTDDSource, mmd, orca_mmd, orca_pairwise_l2
 from crossmodal.errors import InvalidInputError
+from crossmodal.methods._stage import STAGE_OPTIMIZERS, Stage, StageCache
 from crossmodal.methods.base import Method, MethodConfig, RunContext, register_method
 from crossmodal.proxies import default_proxy, load_proxy, source_features
 
 ALIGN_SCORES = ("otdd", "mmd", "l2", "mean_l2", "mmd_multiscale", "none")
 FREEZE_MODES = ("none", "embedder", "body", "both")
 MULTILABEL_LABELS = ("kmeans", "first_positive")
+
+#: Aligned embedders of this process, keyed by everything the alignment reads
+#: (:meth:`ORCA.alignment_key`): a second variant with the same alignment (another
+#: ``freeze``) loads it instead of aligning again. ``ALIGNMENT_CACHE.enabled = False`` or
+#: ``CROSSMODAL_STAGE_CACHE=0`` turns it off.
+ALIGNMENT_CACHE = StageCache("ORCA alignment")
+#: ORCAConfig fields that act after the alignment (they do not change it)
+AFTER_ALIGNMENT = ("freeze",)
 
 
 @dataclass
@@ -69,7 +88,14 @@ class ORCAConfig(MethodConfig):
         ``"mean_l2"`` | ``"mmd_multiscale"`` (the kit's own) | ``"none"`` (no alignment: NFT
         with ORCA's architecture).
     align_epochs : embedder-training epochs (one optimiser step each, as in ORCA).
-    align_lr : Adam learning rate of the embedder during alignment.
+    align_lr : learning rate of the embedder during alignment.
+    align_optimizer : ``"adam"`` (kit default), ``"adamw"`` or ``"sgd"``; the paper profile:
+        ORCA's fine-tuning optimiser of the task.
+    align_betas, align_weight_decay, align_momentum : that optimiser's betas (Adam/AdamW),
+        weight decay and momentum (SGD).
+    align_lr_steps, align_lr_gamma : StepLR of ORCA's ``no_warmup_scheduler``: the rate is
+        multiplied by ``gamma`` after each of these alignment epochs (ORCA: (20, 40, 60),
+        0.2); ``()``: constant (kit default).
     align_samples_per_class : at most this many target samples per class and epoch.
     proxy : proxy dataset name (None: the body's default, see ``crossmodal.proxies``).
     proxy_samples : at most this many proxy samples (ORCA: 5000).
@@ -89,6 +115,12 @@ class ORCAConfig(MethodConfig):
     align_score: str = "otdd"
     align_epochs: int = 10
     align_lr: float = 1e-3
+    align_optimizer: str = "adam"
+    align_betas: tuple[float, float] = (0.9, 0.999)
+    align_weight_decay: float = 0.0
+    align_momentum: float = 0.0
+    align_lr_steps: tuple[int, ...] = ()
+    align_lr_gamma: float = 0.2
     align_samples_per_class: int = 128
     proxy: str | None = None
     proxy_samples: int = 5000
@@ -112,6 +144,14 @@ class ORCAConfig(MethodConfig):
             raise InvalidInputError("align_samples_per_class must be >= 2 (a class needs two "
                                     f"samples to have a distribution), got "
                                     f"{self.align_samples_per_class}")
+        if self.align_optimizer not in STAGE_OPTIMIZERS:
+            raise InvalidInputError(f"align_optimizer must be one of {STAGE_OPTIMIZERS}, got "
+                                    f"{self.align_optimizer!r}")
+        self.align_betas = tuple(float(b) for b in self.align_betas)
+        self.align_lr_steps = tuple(int(m) for m in np.atleast_1d(self.align_lr_steps))
+        if not (self.align_lr > 0 and 0 < self.align_lr_gamma <= 1):
+            raise InvalidInputError("align_lr must be > 0 and align_lr_gamma in (0, 1], got "
+                                    f"{self.align_lr} and {self.align_lr_gamma}")
         if self.multilabel_labels not in MULTILABEL_LABELS:
             raise InvalidInputError(f"multilabel_labels must be one of {MULTILABEL_LABELS}, "
                                     f"got {self.multilabel_labels!r}")
@@ -159,8 +199,6 @@ class AlignmentScore:
     def __init__(self, kind: str, xs: torch.Tensor, ys: torch.Tensor, otdd_inner: str = "exact",
                  detach_label_distances: bool = True, otdd_inner_debiased: bool = False,
                  seed: int = 0):
-        from crossmodal.distances import OTDDSource
-
         self.kind, self.xs, self.ys = kind, xs.detach(), ys
         self.detach_label_distances = detach_label_distances
         self.generator = torch.Generator().manual_seed(seed)
@@ -170,8 +208,6 @@ class AlignmentScore:
                        if kind == "otdd" else None)
 
     def __call__(self, feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        from crossmodal.distances import mmd, orca_mmd, orca_pairwise_l2
-
         if self.kind == "otdd":
             return self.source.distance(feats, labels,
                                         detach_label_distances=self.detach_label_distances)
@@ -196,48 +232,56 @@ def align_embedder(
     lr: float,
     samples_per_class: int,
     seed: int = 0,
-    progress: bool = True,
-    device: str | torch.device | None = None,
-    limit_batches: int | None = None,
+    ctx: RunContext | None = None,
+    optimizer: str = "adam",
+    betas: tuple[float, float] = (0.9, 0.999),
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    lr_steps: tuple[int, ...] = (),
+    lr_gamma: float = 0.2,
 ) -> list[float]:
-    """ORCA's stage 2: one Adam step per epoch on the class-weighted per-class scores.
+    """ORCA's stage 2: one optimiser step per epoch on the class-weighted per-class scores.
 
-    ``device``: where the embedder and the target batches go (None: the embedder's).
-    ``limit_batches`` (dry runs): stop after that many per-class micro-batches in total.
+    Each epoch visits the target classes in a random order, back-propagates
+    :math:`w_c D(\text{proxy}, f^t(x^t_c))` for each (one micro-batch of at most
+    ``samples_per_class`` samples per class, accumulated), then takes one optimiser step.
+    ``ctx``: the run (its device, progress bar and ``--limit-batches`` budget; None: the
+    embedder's device, no bar, no budget). The loop's plumbing is :class:`Stage`.
+    ``optimizer``, ``betas``, ``weight_decay``, ``momentum``: the optimiser (see
+    :class:`ORCAConfig`); ``lr_steps``, ``lr_gamma``: ORCA's StepLR, the rate of epoch e is
+    ``lr * lr_gamma ** #{m in lr_steps : e > m}`` (``()``: constant).
     """
-    from crossmodal.training import BatchBudget
+    steps = tuple(lr_steps)
 
-    budget = BatchBudget(limit_batches)
+    def step_lr(optim: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        return torch.optim.lr_scheduler.LambdaLR(
+            optim, lambda epoch: lr_gamma ** sum(epoch > m for m in steps))
+
+    stage = Stage("ORCA alignment", ctx, embedder.parameters(), lr=lr, optimizer=optimizer,
+                  betas=betas, weight_decay=weight_decay, momentum=momentum,
+                  scheduler=step_lr if steps else None,
+                  fix="Lower align_lr or check the inputs for extreme values")
     gen = np.random.default_rng(seed)
-    if device is not None:
-        embedder.to(device)
-    device = next(embedder.parameters()).device
     xt = torch.as_tensor(x)
-    device = next(embedder.parameters()).device  # the run's device (the embedder is on it)
     classes, counts = np.unique(labels, return_counts=True)
     weights = counts / counts.sum()
-    optimizer = torch.optim.Adam(embedder.parameters(), lr=lr)
     curve = []
-    embedder.train()
-    for _ in budget.loop(tqdm(range(epochs), desc="ORCA alignment", disable=not progress,
-                              leave=False)):
-        optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        usable = [c for c in gen.permutation(len(classes))
-                  if np.count_nonzero(labels == classes[c]) >= 2]  # one sample: no distribution
-        for c_idx in budget.each(usable):
-            members = np.flatnonzero(labels == classes[c_idx])
-            pick = np.sort(gen.permutation(members)[:samples_per_class])
-            feats = embedded_features(embedder, xt[pick].to(device))
-            loss = weights[c_idx] * score(feats, torch.zeros(len(pick), dtype=torch.long,
-                                                          device=device))
-            if not torch.isfinite(loss):
-                raise InvalidInputError(f"the alignment score became {loss.item()}; lower "
-                                        "align_lr or check the inputs")
-            loss.backward()
-            total += loss.item()
-        optimizer.step()
-        curve.append(total)
+    with stage.training(embedder, mode="train"):
+        for _ in stage.epochs(epochs):
+            stage.zero_grad()
+            total = 0.0
+            usable = [c for c in gen.permutation(len(classes))  # one sample: no distribution
+                      if np.count_nonzero(labels == classes[c]) >= 2]
+            for c_idx in stage.batches(usable):
+                members = np.flatnonzero(labels == classes[c_idx])
+                pick = np.sort(gen.permutation(members)[:samples_per_class])
+                feats = embedded_features(embedder, stage.put(xt[pick]))
+                loss = weights[c_idx] * score(feats, stage.put(torch.zeros(len(pick),
+                                                                           dtype=torch.long)))
+                stage.backward(loss)
+                total += loss.item()
+            stage.optimizer_step()
+            curve.append(total)
     return curve
 
 
@@ -248,10 +292,45 @@ class ORCA(Method):
     paper = "ORCA: align then refine (Shen et al. 2023)"
 
     def pretrain(self, model: nn.Module, task, splits: dict, ctx: RunContext) -> dict[str, Any]:
+        """Distribution alignment of the embedder, or the same alignment of an earlier variant
+        of this process (:data:`ALIGNMENT_CACHE`, ``alignment_shared`` in the report)."""
+        cfg = self.config
+        if cfg.align_score == "none" or cfg.align_epochs == 0:
+            return {"align_score": cfg.align_score, "freeze": cfg.freeze}
+        key = self.alignment_key(model, task, splits, ctx)
+        shared = ALIGNMENT_CACHE.get(key)
+        if shared is not None:  # bit for bit the state this alignment would train
+            model.embedder.load_state_dict(shared["embedder"])
+            ctx.stages.extend({**s, "shared": True} for s in shared["stages"])
+            return {**shared["report"], "freeze": cfg.freeze, "alignment_shared": True}
+        n_stages = len(ctx.stages)
+        report = self.align(model, task, splits, ctx)
+        ALIGNMENT_CACHE.put(key, {
+            "embedder": {k: v.detach().cpu().clone()
+                         for k, v in model.embedder.state_dict().items()},
+            "report": {k: v for k, v in report.items() if k not in AFTER_ALIGNMENT},
+            "stages": ctx.stages[n_stages:]})
+        return report
+
+    def alignment_key(self, model: nn.Module, task, splits: dict, ctx: RunContext) -> str:
+        """A fingerprint of everything the alignment reads: the task and its training split
+        (the subset), the seed, profile and data root (the proxy and its sample), the run's
+        device and dry-run switches, the embedder's initial state, the body (name and
+        weights) and every option except those that act after it (:data:`AFTER_ALIGNMENT`)."""
+        cfg = dataclasses.asdict(self.config)
+        x, y = splits["train"]
+        return StageCache.key(
+            method=self.name, task=(task.key, tuple(task.input_shape), task.output),
+            config={k: v for k, v in cfg.items() if k not in AFTER_ALIGNMENT},
+            seed=ctx.seed, profile=ctx.profile, data_root=str(ctx.data_root),
+            device=str(ctx.device), limit_batches=ctx.limit_batches, batch_size=ctx.batch_size,
+            x=np.asarray(x), y=np.asarray(y), embedder=model.embedder,
+            body=(getattr(model.body, "name", type(model.body).__name__), model.body))
+
+    def align(self, model: nn.Module, task, splits: dict, ctx: RunContext) -> dict[str, Any]:
+        """ORCA's distribution alignment of ``model.embedder`` (module docstring, step 2)."""
         cfg = self.config
         report: dict[str, Any] = {"align_score": cfg.align_score, "freeze": cfg.freeze}
-        if cfg.align_score == "none" or cfg.align_epochs == 0:
-            return report
         proxy_name = cfg.proxy or default_proxy(model.body.kind, ctx.profile)
         proxy = load_proxy(proxy_name, max_samples=cfg.proxy_samples, seed=ctx.seed,
                            root=ctx.data_root)
@@ -269,8 +348,6 @@ class ORCA(Method):
         sub = np.sort(rng.permutation(len(x))[: cfg.eval_samples])
         x_eval = torch.as_tensor(x[sub]).to(device)
         y_eval = torch.as_tensor(labels[sub]).to(device)
-
-        from crossmodal.distances import OTDDSource
 
         otdd_source = (score.source if score.source is not None
                        else OTDDSource(xs.detach(), ys, inner=cfg.otdd_inner, small_classes="drop",
@@ -298,8 +375,9 @@ class ORCA(Method):
         report["alignment_curve"] = align_embedder(
             model.embedder, x, labels, score, epochs=cfg.align_epochs, lr=cfg.align_lr,
             samples_per_class=ctx.stage_batch_size(cfg.align_samples_per_class), seed=ctx.seed,
-            progress=ctx.progress, limit_batches=ctx.limit_batches, device=device,
-        )
+            ctx=ctx, optimizer=cfg.align_optimizer, betas=cfg.align_betas,
+            weight_decay=cfg.align_weight_decay, momentum=cfg.align_momentum,
+            lr_steps=cfg.align_lr_steps, lr_gamma=cfg.align_lr_gamma)
         report["otdd_after"] = joint_otdd()
         return report
 

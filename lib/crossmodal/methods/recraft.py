@@ -112,10 +112,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from crossmodal import features as _features
 from crossmodal.errors import InvalidInputError
+from crossmodal.methods._stage import Stage
 from crossmodal.methods.base import Method, MethodConfig, RunContext, register_method
 from crossmodal.proxies import default_proxy, load_proxy, source_tokens
 
@@ -267,23 +267,25 @@ def lipschitz_penalty(head: nn.Module, features: Tensor, labels: Tensor,
 
 def recalibrate_source_head(head: nn.Module, features: Tensor, labels: Tensor, *,
                             kappa: float, rho: float = 100.0, epochs: int = 300,
-                            lr: float = 1e-2) -> dict[str, float]:
+                            lr: float = 1e-2, ctx: RunContext | None = None,
+                            name: str = "RECRAFT recalibration") -> dict[str, float]:
     r"""Fit ``head`` on proxy features with :math:`CE + \rho\,\mathrm{penalty}_\kappa` (full batch).
 
-    Returns the final proxy cross-entropy, accuracy and the mean, 95th percentile and
-    maximum of the per-sample input-gradient norms (which should be close to or below
-    ``kappa``).
+    ``epochs`` full-batch Adam steps (:class:`~crossmodal.methods._stage.Stage`; ``ctx``: the
+    run's device and progress bar, None: the head's device). Returns the final proxy
+    cross-entropy, accuracy and the mean, 95th percentile and maximum of the per-sample
+    input-gradient norms (which should be close to or below ``kappa``).
     """
-    labels = labels.long()
-    features = features.detach()
-    opt = torch.optim.Adam(head.parameters(), lr=lr)
-    for _ in range(epochs):
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(head(features), labels)
-        if rho > 0:
-            loss = loss + rho * lipschitz_penalty(head, features, labels, kappa)
-        loss.backward()
-        opt.step()
+    stage = Stage(name, ctx, head.parameters(), lr=lr,
+                  fix="Lower recal_lr or rho, or check the proxy features for extreme values")
+    labels = stage.put(labels.long())
+    features = stage.put(features.detach())
+    with stage.training(head):
+        for _ in stage.epochs(epochs):
+            loss = F.cross_entropy(head(features), labels)
+            if rho > 0:
+                loss = loss + rho * lipschitz_penalty(head, features, labels, kappa)
+            stage.step(loss)
     return source_head_stats(head, features, labels)
 
 
@@ -591,15 +593,50 @@ def _proxy(model: nn.Module, cfg, ctx: RunContext):
     return load_proxy(name, max_samples=cfg.proxy_samples, seed=ctx.seed, root=ctx.data_root)
 
 
+def holdout_size(cfg: RECRAFTConfig, n_proxy: int) -> int:
+    """Proxy samples held out for the bound: ``max(4, round(proxy_holdout * n))``."""
+    n_hold = max(4, int(round(cfg.proxy_holdout * n_proxy)))
+    if n_hold >= n_proxy:
+        raise InvalidInputError(f"proxy_holdout={cfg.proxy_holdout} leaves no proxy sample "
+                                f"to fit the source head ({n_proxy} samples); raise "
+                                "proxy_samples")
+    return n_hold
+
+
+class SourceHoldout(nn.Module):
+    """The held-out proxy features and labels of the bound, in the model's state.
+
+    Stage 1 fills them (pooled features of the *pretrained* body, which fine-tuning changes,
+    so they cannot be recomputed later); as buffers they are saved in every checkpoint, so a
+    run resumed after stage 1 (which it skips) still has them for :meth:`RECRAFT.bound`.
+    """
+
+    def __init__(self, n: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("features", torch.zeros(n, dim))
+        self.register_buffer("labels", torch.zeros(n, dtype=torch.long))
+        self.register_buffer("filled", torch.tensor(False))
+
+    def set(self, features: Tensor, labels: Tensor) -> None:
+        with torch.no_grad():
+            self.features.copy_(features)
+            self.labels.copy_(labels)
+            self.filled.fill_(True)
+
+    def get(self) -> tuple[Tensor, Tensor]:
+        if not bool(self.filled):
+            raise InvalidInputError("RECRAFT's held-out proxy features are empty: run the "
+                                    "method's stage 1 (before_finetune) first")
+        return self.features, self.labels
+
+
 @register_method
 class RECRAFT(Method):
     name = "recraft"
     config_class = RECRAFTConfig
     paper = "RECRAFT: rethinking cross-modal fine-tuning (Tran et al.)"
 
-    def __init__(self, config: RECRAFTConfig | None = None) -> None:
-        super().__init__(config)
-        self.source_holdout: tuple[Tensor, Tensor] | None = None  # set by pretrain
+    HOLDOUT_KEY = "source_holdout"
 
     def resolved_predictor(self, task, num_source: int) -> str:
         cfg = self.config
@@ -617,6 +654,8 @@ class RECRAFT(Method):
         proxy = _proxy(model, self.config, ctx)
         head = nn.Linear(model.body.out_size, proxy.num_classes)
         model.extras["source_head"] = head
+        model.extras[self.HOLDOUT_KEY] = SourceHoldout(holdout_size(self.config, len(proxy)),
+                                                       model.body.out_size)
         if self.resolved_predictor(task, proxy.num_classes) == "transport":
             model.head = TransportPredictor(head, proxy.num_classes, task.num_outputs)
 
@@ -624,16 +663,13 @@ class RECRAFT(Method):
         cfg = self.config
         gen = torch.Generator().manual_seed(ctx.seed)
         head = model.extras["source_head"]
+        ctx.place(model)  # every stage on the run's device
         proxy = _proxy(model, cfg, ctx)
         tokens, mask = source_tokens(model.body, proxy)
-        feats = body_source_features(model.body, tokens, mask).cpu()
-        labels = torch.as_tensor(proxy.labels)
+        feats = body_source_features(model.body, tokens, mask)
+        labels = torch.as_tensor(proxy.labels).to(feats.device)
         order = torch.randperm(len(feats), generator=gen)
-        n_hold = max(4, int(round(cfg.proxy_holdout * len(feats))))
-        if n_hold >= len(feats):
-            raise InvalidInputError(f"proxy_holdout={cfg.proxy_holdout} leaves no proxy sample "
-                                    f"to fit the source head ({len(feats)} samples); raise "
-                                    "proxy_samples")
+        n_hold = holdout_size(cfg, len(feats))
         hold, fit_idx = order[:n_hold], order[n_hold:]
         report: dict[str, Any] = {"proxy": proxy.name, "proxy_samples": len(proxy),
                                   "proxy_holdout_samples": int(n_hold),
@@ -643,7 +679,7 @@ class RECRAFT(Method):
         # Stage 1a: kappa-Lipschitz recalibration of the source head on the proxy, certified
         report["recalibration"] = recalibrate_source_head(
             head, feats[fit_idx], labels[fit_idx], kappa=cfg.kappa, rho=cfg.rho,
-            epochs=cfg.recal_epochs, lr=cfg.recal_lr)
+            epochs=cfg.recal_epochs, lr=cfg.recal_lr, ctx=ctx)
         report["kappa_penalised_fit"] = lipschitz_constant(head)
         if cfg.kappa_enforce == "rescale":
             report["kappa_rescale_factor"] = enforce_lipschitz(head, cfg.kappa)
@@ -652,20 +688,21 @@ class RECRAFT(Method):
         kappa_cert = lipschitz_constant(head)
         report["kappa_certified"] = kappa_cert
         report["recalibration_holdout"] = source_head_stats(head, feats[hold], labels[hold])
-        self.source_holdout = (feats[hold], labels[hold])
+        model.extras[self.HOLDOUT_KEY].set(feats[hold], labels[hold])
 
         x, y = splits["train"]
         xt = torch.as_tensor(x)
         yt = torch.as_tensor(discretize_labels(task, y, cfg.label_bins, ctx.seed))
+        yt_dev = yt.to(feats.device)
         k = int(yt.max()) + 1
         source_fit = feats[fit_idx]
 
         def fa_term(xb: Tensor) -> Tensor:
-            return feature_alignment(source_fit, target_features(model, xb).cpu(), kappa_cert,
+            return feature_alignment(source_fit, target_features(model, xb), kappa_cert,
                                      solver=cfg.fa_solver, reg=cfg.fa_reg)
 
         def fld_term(xb: Tensor, yb: Tensor) -> Tensor:
-            probs = head(target_features(model, xb).cpu()).softmax(1)
+            probs = head(target_features(model, xb)).softmax(1)
             return conditional_entropy(probs, yb, k)
 
         def gap_loss(xb: Tensor, yb: Tensor) -> Tensor:  # Eq. 11: FA + FLD
@@ -673,55 +710,50 @@ class RECRAFT(Method):
 
         first = gap_loss if cfg.stage1 == "joint" else (lambda xb, yb: fa_term(xb))
         # eval mode: target features without dropout, like the proxy's; gradients still flow
-        with frozen(model.body, model.head, model.extras), _features.eval_mode(model):
+        with _features.eval_mode(model):
             report["fa_curve"] = self._train_embedder(
                 model, xt, yt, first, cfg.fa_epochs, gen, ctx,
                 "RECRAFT FA+FLD" if cfg.stage1 == "joint" else "RECRAFT FA")
             report["fld_curve"] = self._train_embedder(model, xt, yt, fld_term, cfg.fld_epochs,
                                                        gen, ctx, "RECRAFT FLD")
             with torch.no_grad():  # on the whole training set (no batch bias of the entropy)
-                ft_all = target_features(model, xt).cpu()
+                ft_all = target_features(model, xt)
                 probs = head(ft_all).softmax(1)
                 report["fa_after"] = float(feature_alignment(
                     source_fit, ft_all, kappa_cert, solver=cfg.fa_solver, reg=cfg.fa_reg))
-                report["w1_floor"] = w1_floor(self.source_holdout[0], solver=cfg.fa_solver,
+                report["w1_floor"] = w1_floor(feats[hold], solver=cfg.fa_solver,
                                               reg=cfg.fa_reg, seed=ctx.seed)
                 report["w1_after"] = float(wasserstein1(source_fit, ft_all,
                                                         solver=cfg.fa_solver, reg=cfg.fa_reg))
-                report["fld_after"] = float(conditional_entropy(probs, yt, k))
+                report["fld_after"] = float(conditional_entropy(probs, yt_dev, k))
 
         predictor = self.resolved_predictor(task, proxy.num_classes)
         report["predictor"] = predictor
         report["source_head_frozen_in_stage2"] = bool(cfg.freeze_source_head)
         if predictor == "transport":
             # start from the FLD-minimising transport of the training data (Eq. 46)
-            model.head.set_transport(fld_transport(probs, yt, task.num_outputs))
+            model.head.set_transport(fld_transport(probs, yt_dev, task.num_outputs))
         return report
 
     def _train_embedder(self, model, xt, yt, loss_fn, epochs, gen, ctx, desc) -> list[float]:
+        """Adam on the embedder only (body, head and extras frozen), one step per batch."""
         cfg = self.config
         if epochs == 0:
             return []
-        opt = torch.optim.Adam(model.embedder.parameters(), lr=cfg.stage1_lr)
+        stage = Stage(desc, ctx, model.embedder.parameters(), lr=cfg.stage1_lr,
+                      fix="Lower stage1_lr or check the inputs for extreme values")
         curve = []
-        budget, bsz = ctx.budget(), ctx.stage_batch_size(cfg.stage1_batch_size)
-        for _ in budget.loop(tqdm(range(epochs), desc=desc, disable=not ctx.progress,
-                                  leave=False)):
-            idx = torch.randperm(len(xt), generator=gen)[: cfg.stage1_samples]
-            total = 0.0
-            for i in budget.each(range(0, len(idx), bsz)):
-                b = idx[i : i + bsz]
-                if len(b) < 2:
-                    continue  # one sample is no distribution
-                loss = loss_fn(xt[b], yt[b])
-                if not torch.isfinite(loss):
-                    raise InvalidInputError(f"{desc}: the loss became {loss.item()}; lower "
-                                            "stage1_lr or check the inputs")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(b)
-            curve.append(total / max(len(idx), 1))
+        bsz = ctx.stage_batch_size(cfg.stage1_batch_size)
+        with stage.training(model, model.embedder):
+            for _ in stage.epochs(epochs):
+                idx = torch.randperm(len(xt), generator=gen)[: cfg.stage1_samples]
+                total = 0.0
+                for i in stage.batches(range(0, len(idx), bsz)):
+                    b = idx[i : i + bsz]
+                    if len(b) < 2:
+                        continue  # one sample is no distribution
+                    total += stage.step(loss_fn(*stage.put(xt[b], yt[b]))) * len(b)
+                curve.append(total / max(len(idx), 1))
         return curve
 
     def _source_head_params(self, model: nn.Module) -> set[int]:
@@ -739,10 +771,15 @@ class RECRAFT(Method):
     def bound(self, model: nn.Module, target_data: tuple[Any, Any],
               kappa: float | None = None) -> dict[str, Any]:
         """:func:`bound_terms` with the proxy samples held out in :meth:`pretrain` (kappa None:
-        the source head's certified constant, re-computed from its current weights)."""
-        if self.source_holdout is None:
-            raise InvalidInputError("run pretrain first: the held-out proxy features come from it")
-        return bound_terms(model, self.source_holdout, target_data, kappa=kappa,
+        the source head's certified constant, re-computed from its current weights).
+
+        The held-out samples live in ``model.extras["source_holdout"]`` (:class:`SourceHoldout`),
+        so they are in every checkpoint and a resumed run has them too."""
+        if self.HOLDOUT_KEY not in model.extras:
+            raise InvalidInputError("this model was not prepared for RECRAFT (no held-out proxy "
+                                    "features): build it through crossmodal.runner.run or call "
+                                    "prepare and the stage before fine-tuning first")
+        return bound_terms(model, model.extras[self.HOLDOUT_KEY].get(), target_data, kappa=kappa,
                            solver=self.config.fa_solver, reg=self.config.fa_reg,
                            debias=self.config.fa_debias)
 

@@ -20,13 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crossmodal import notebook as cm
 from crossmodal.errors import InvalidInputError, unknown_name
+from crossmodal.methods.recraft import BoundProbe
+from crossmodal.studies import gap_adaptive, mona, orca, pare, recraft
 
 
 @dataclass
 class Grid:
     """The arguments of one ``run_grid`` call of a notebook."""
-
     variants: list
     probe: Any = None
     train_options: dict[str, Any] = field(default_factory=dict)
@@ -43,9 +45,7 @@ def notebook_path(notebook: str | Path, notebooks: str | Path | None = None) -> 
             raise InvalidInputError(f"no notebook at {p}")
         return p
     if notebooks is None:
-        from crossmodal.notebook import repo_root
-
-        root = repo_root()
+        root = cm.repo_root()
         notebooks = root / "notebooks" if root is not None else Path("notebooks")
     path = Path(notebooks) / f"{p.name}.ipynb"
     if not path.exists():
@@ -93,67 +93,48 @@ def resolve_parameters(defaults: dict[str, Any], overrides: dict[str, Any]) -> d
 
 
 def _quickstart(nb, p: dict[str, Any]) -> list[Grid]:
-    from crossmodal import notebook as cm
-
     align = p.get("align_epochs")
-    orca = cm.method_options("orca", nb.profile, **({"align_epochs": align} if align else {}))
-    return [Grid([cm.Variant("orca", "orca", orca), cm.Variant("nft", "nft")])]
+    options = cm.method_options("orca", nb.profile, **({"align_epochs": align} if align else {}))
+    return [Grid([cm.Variant("orca", "orca", options), cm.Variant("nft", "nft")])]
 
 
 def _main_results(nb, p: dict[str, Any]) -> list[Grid]:
-    from crossmodal import notebook as cm
-
     methods = cm.as_list(p.get("methods")) or cm.available_methods()
     return [Grid(cm.main_variants(methods, nb.profile))]
 
 
 def _modality_gap(nb, p: dict[str, Any]) -> list[Grid]:
-    from crossmodal import notebook as cm
-    from crossmodal import studies as st
-
-    return [Grid(st.gap_variants(cm.as_list(p["methods"]), nb.profile, alpha=p["alpha"],
-                                 beta=p["beta"], eps=p["eps"], gamma=p["gamma"]))]
+    return [Grid(gap_adaptive.gap_variants(cm.as_list(p["methods"]), nb.profile,
+                                           alpha=p["alpha"], beta=p["beta"], eps=p["eps"],
+                                           gamma=p["gamma"]))]
 
 
 def _mona_discrepancy(nb, p: dict[str, Any]) -> list[Grid]:
-    from crossmodal import studies as st
-
-    return [Grid(st.mona_variants(nb.profile),
-                 probe=st.discrepancy_probe(nb, p["trials"], p["distance"]))]
+    return [Grid(mona.mona_variants(nb.profile),
+                 probe=mona.discrepancy_probe(nb, p["trials"], p["distance"]))]
 
 
 def _orca_ablations(nb, p: dict[str, Any]) -> list[Grid]:
-    from crossmodal import notebook as cm
-
-    return [Grid(cm.orca_ablation_variants(a, nb.profile, proxies=p.get("proxies"),
-                                           align_epochs=p.get("align_epochs")))
+    return [Grid(orca.orca_ablation_variants(a, nb.profile, proxies=p.get("proxies"),
+                                             align_epochs=p.get("align_epochs")))
             for a in cm.as_list(p["ablations"])]
 
 
 def _pare_k_schedules(nb, p: dict[str, Any]) -> list[Grid]:
-    from crossmodal import notebook as cm
-    from crossmodal import studies as st
-
     axes = {"k_schedule": cm.as_list(p["k_schedules"]), "mixing": cm.as_list(p["mixings"]),
             "selection": cm.as_list(p["selections"]), "gate": cm.as_list(p["gates"])}
-    return [Grid(st.pare_variants(a, values, nb.profile)) for a, values in axes.items() if values]
+    return [Grid(pare.pare_variants(a, values, nb.profile)) for a, values in axes.items() if values]
 
 
 def _recraft_bound_tightness(nb, p: dict[str, Any]) -> list[Grid]:
-    from crossmodal import notebook as cm
-    from crossmodal.methods.recraft import BoundProbe
-
     kappa = p.get("kappa")
     opts = cm.method_options("recraft", nb.profile, **({} if kappa is None else {"kappa": kappa}))
     return [Grid([cm.Variant("recraft", "recraft", opts)], probe=BoundProbe())]
 
 
 def _recraft_kappa_sensitivity(nb, p: dict[str, Any]) -> list[Grid]:
-    from crossmodal import notebook as cm
-    from crossmodal import studies as st
-
-    kappas = [float(k) for k in (cm.as_list(p.get("kappas")) or st.KAPPA_GRIDS[nb.profile])]
-    return [Grid(st.kappa_variants(kappas, nb.profile))]
+    kappas = [float(k) for k in (cm.as_list(p.get("kappas")) or recraft.KAPPA_GRIDS[nb.profile])]
+    return [Grid(recraft.kappa_variants(kappas, nb.profile))]
 
 
 #: notebook name -> ``grids(settings, parameters)``: the notebook's ``run_grid`` calls.
@@ -171,8 +152,6 @@ NOTEBOOK_GRIDS: dict[str, Callable[[Any, dict[str, Any]], list[Grid]]] = {
 
 def settings_for(notebook: str, params: dict[str, Any], *, check_data: bool = True):
     """The notebook's :func:`crossmodal.notebook.settings` from its parameter values."""
-    from crossmodal import notebook as cm
-
     return cm.settings(notebook, params.get("profile", "smoke"), tasks=params.get("tasks"),
                        seeds=params.get("seeds"), epochs=params.get("epochs"),
                        max_train=params.get("max_train"), max_test=params.get("max_test"),
@@ -185,7 +164,6 @@ def expand(notebook: str, params: dict[str, Any], *, check_data: bool = True):
     Runs shared by several of the notebook's grids (an ablation's reference variant) appear
     once.
     """
-    from crossmodal import notebook as cm
 
     if notebook not in NOTEBOOK_GRIDS:
         raise unknown_name("notebook with a sweep grid", notebook, list(NOTEBOOK_GRIDS))

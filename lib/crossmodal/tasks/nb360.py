@@ -53,6 +53,12 @@ _TASKS = [
 LOSS_OPTIONS = {"FSD50K": {"pos_weight": 10.0}, "DeepSEA": {"pos_weight": 4.0},
                 "NinaPro": {"alpha": 1.0}}
 
+#: ORCA standardises Darcy Flow's targets with the training statistics and decodes the
+#: predictions before the loss and metric (``src/data_loaders.py:load_darcy_flow``
+#: ``y_normalizer = UnitGaussianNormalizer(y_train)``; ``src/task_configs.py:get_data``
+#: ``data_kwargs = {"decoder": y_normalizer}``; ``src/main.py`` ``decoder.decode``).
+TARGET_NORMALIZERS = {"DarcyFlow": "unit_gaussian"}
+
 for (key, modality, shape, output, k, out_shape, loss, metric, size, patch, image) in _TASKS:
     register_task(
         TaskSpec(
@@ -73,5 +79,6 @@ for (key, modality, shape, output, k, out_shape, loss, metric, size, patch, imag
             image_size=image,
             continuous_labels=output == "dense" and key != "Cosmic",
             loss_options=dict(LOSS_OPTIONS.get(key, {})),
+            target_normalizer=TARGET_NORMALIZERS.get(key),
         )
     )

@@ -56,6 +56,10 @@ class TaskSpec:
     continuous_labels : targets are real-valued (dense/regression): alignment methods
         discretise them (k-means pseudo-labels) or use MMD.
     offline : the data is generated or bundled, so it is always present.
+    target_normalizer : ``"unit_gaussian"``: the dense head predicts targets standardised per
+        element with the training set's mean/std and decodes them before the loss and the
+        metric (:class:`crossmodal.heads.TargetDecodedHead`; ORCA's Darcy Flow). None: the
+        head predicts physical values.
     """
 
     key: str
@@ -76,6 +80,7 @@ class TaskSpec:
     continuous_labels: bool = False
     offline: bool = False
     loss_options: dict = field(default_factory=dict, compare=False)
+    target_normalizer: str | None = None
 
     def __post_init__(self) -> None:
         if self.output not in OUTPUT_TYPES:
