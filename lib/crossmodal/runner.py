@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from crossmodal.data.pdebench import spec_for_splits
+from crossmodal.data.fixtures import is_fixture_root
 from crossmodal.data.root import data_root as resolve_data_root
 from crossmodal.errors import InvalidInputError
-from crossmodal.methods import RunContext, get_method
+from crossmodal.methods import METHODS, RunContext, get_method
 from crossmodal.metrics import get_metric
 from crossmodal.models import build_model, fit_target_normalizer
 from crossmodal.profiles import (
@@ -34,10 +34,12 @@ from crossmodal.profiles import (
     subset_sizes,
     train_defaults,
 )
+from crossmodal.protocol import resolve
 from crossmodal.reporting import package_versions, write_json_atomic
 from crossmodal.runlock import RunLock, clean_stale_temporaries
 from crossmodal.runstate import CHECKPOINT, plan_run, run_fingerprint
-from crossmodal.tasks import Splits, TaskSpec, get_task
+from crossmodal.tasks import Splits, TaskSpec, get_task, spec_for_splits
+from crossmodal.tracking import check_tracker, project_config
 from crossmodal.training import TrainConfig, fit, resolve_device, seed_everything
 from crossmodal.validation import (
     check_input_shapes,
@@ -104,8 +106,6 @@ def model_options(model_kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def typed_method_options(method: str, options: dict[str, Any] | None) -> dict[str, Any]:
     """``options`` parsed/checked against the method's config field types (before any work)."""
-    from crossmodal.methods import METHODS
-
     get_method(method)  # an unknown method name: the error that lists the valid ones
     return coerce_options(METHODS[method].config_class, options, flag="-o",
                           label=f"option {{name}} of method {method!r}")
@@ -175,8 +175,6 @@ def protocol_for(spec: TaskSpec, method: str, profile: str):
     It supplies the method's stage settings, the model's token count, dropout and embedder
     initialisation, and is recorded in ``results.json`` under ``config.protocol``.
     """
-    from crossmodal.protocol import resolve
-
     return resolve(spec, method, profile) if profile == "paper" else None
 
 
@@ -195,8 +193,6 @@ def dry_run_options(limit_batches: int | None, batch_size: int | None) -> dict[s
 
 def data_source_kind(root: Path | None, *, given: bool) -> str:
     """``"in-memory"`` (splits passed in), ``"fixture"`` (a fixture root) or ``"files"``."""
-    from crossmodal.data.fixtures import is_fixture_root
-
     if given:
         return "in-memory"
     return "fixture" if is_fixture_root(root) else "files"
@@ -268,7 +264,6 @@ def run(
     # one device for every stage (fit's accelerate picks the same one from cfg.device)
     device = resolve_device(cfg.device)
     if log_with is not None:  # fail before any training: unknown or not installed
-        from crossmodal.tracking import check_tracker, project_config
 
         cfg.log_with = check_tracker(log_with)
         project_config(out, log_with)

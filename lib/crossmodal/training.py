@@ -41,6 +41,16 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from crossmodal import tracking
 from crossmodal.errors import InvalidInputError, NonFiniteLossError, unknown_name
+from crossmodal.losses import task_loss
+from crossmodal.metrics import get_metric
+from crossmodal.runstate import (
+    NON_RESULT_TRAIN_KEYS,
+    config_differences,
+    fingerprint_of_checkpoint,
+    load_checkpoint,
+    mismatch_error,
+)
+from crossmodal.validation import check_out_dir
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "linear", "cosine", "warmup_linear")
@@ -351,8 +361,6 @@ LossFn = Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor], TrainState], to
 
 def task_loss_fn(task) -> LossFn:
     """The plain supervised loss of a task: ``loss(model(x), y)``."""
-    from crossmodal.losses import task_loss
-
     loss = task_loss(task)
 
     def fn(model, batch, state):
@@ -387,8 +395,6 @@ def predict(model: nn.Module, loader, accelerator=None,
 def evaluate(model: nn.Module, task, loader, accelerator=None,
              limit_batches: int | None = None) -> float:
     """The task metric (in the paper's units) on a loader (or its first ``limit_batches``)."""
-    from crossmodal.metrics import get_metric
-
     pred, target = predict(model, loader, accelerator, limit_batches)
     return float(get_metric(task.metric).fn(pred, target))
 
@@ -434,12 +440,6 @@ def resume_differences(saved: dict, cfg: TrainConfig, run_config: dict | None = 
     numbers (see :data:`crossmodal.runstate.NON_RESULT_TRAIN_KEYS`) and, when both sides
     have one, the run's full configuration fingerprint (task, method, options, seed, ...).
     """
-    from crossmodal.runstate import (
-        NON_RESULT_TRAIN_KEYS,
-        config_differences,
-        fingerprint_of_checkpoint,
-    )
-
     diffs = config_differences(
         {f"train.{k}": v for k, v in saved.get("config", {}).items()
          if k not in NON_RESULT_TRAIN_KEYS},
@@ -505,8 +505,6 @@ def fit(
     seed_everything(cfg.seed, cfg.num_threads)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        from crossmodal.validation import check_out_dir
-
         check_out_dir(out)  # a file or a read-only folder: a clear error, not a traceback
     ckpt_path = out / "checkpoint.pt" if out is not None else None
     loss_fn = loss_fn or task_loss_fn(task)
@@ -558,8 +556,6 @@ def fit(
     history: list[dict] = []
     start_epoch = 0
     if resume and ckpt_path is not None and ckpt_path.exists():
-        from crossmodal.runstate import load_checkpoint, mismatch_error
-
         ckpt = load_checkpoint(ckpt_path)
         diffs = resume_differences(ckpt, cfg, run_config)
         if diffs:  # e.g. another seed or lr: its results would be labelled with settings
@@ -618,7 +614,10 @@ def fit(
             if (step + 1) % cfg.grad_accum == 0 or (last and not drop_partial):
                 average_gradients(p for g in optimizer.param_groups for p in g["params"])
                 if cfg.clip_grad is not None and cfg.clip_grad > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                    # the norm of what this optimiser updates: a frozen part's stale gradient
+                    # (e.g. of a stage before fine-tuning) is not in it
+                    accelerator.clip_grad_norm_(
+                        [p for g in optimizer.param_groups for p in g["params"]], cfg.clip_grad)
                 if cfg.log_with:  # the global optimiser step: a resumed run continues it
                     accelerator.log({"train/loss": loss.item(),
                                      "train/lr": optimizer.param_groups[0]["lr"]},

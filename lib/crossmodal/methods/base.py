@@ -104,8 +104,6 @@ def register_method(cls: type[Method]) -> type[Method]:
 
 def get_method(name: str, **overrides: Any) -> Method:
     """Instantiate a registered method, with config fields overridden by keyword."""
-    from crossmodal import methods  # noqa: F401  (registers the built-in methods)
-
     if name not in METHODS:
         raise unknown_name("method", name, list(METHODS))
     cls = METHODS[name]

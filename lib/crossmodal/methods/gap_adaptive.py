@@ -89,6 +89,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crossmodal.distances import mmd, otdd
 from crossmodal.errors import InvalidInputError, unknown_name
 from crossmodal.features import eval_mode, source_body_features
 from crossmodal.heads import PooledLinearHead
@@ -97,6 +98,9 @@ from crossmodal.methods._stage import Stage
 from crossmodal.methods.base import Method, MethodConfig, RunContext, get_method, register_method
 from crossmodal.methods.pare import PaRe, PaReConfig
 from crossmodal.methods.patching import SourceBank, align_source_tokens, load_source_bank
+from crossmodal.models import build_model
+from crossmodal.tasks import get_task, spec_for_splits
+from crossmodal.training import seed_everything
 
 GAP_DISTANCES = ("auto", "otdd", "mmd")
 WEIGHTINGS = ("continuous", "switch")
@@ -163,8 +167,6 @@ def estimate_gap(
     Classes with fewer than 2 samples are dropped from OTDD; negative estimates (possible
     for the unbiased MMD^2 and the debiased OTDD) are clipped to 0.
     """
-    from crossmodal.distances import mmd, otdd  # lazily: the package is optional at import
-
     if distance not in GAP_DISTANCES:
         raise unknown_name("gap distance", distance, GAP_DISTANCES)
     if distance == "auto":
@@ -481,11 +483,8 @@ def estimate_task_gap(task, profile: str = "smoke", *, splits: dict, seed: int =
     ``gaps``: D under each of these estimators (``"otdd"``, ``"mmd"``, ``"auto"``) on the same
     embedder and samples; None where the estimator does not apply (OTDD of continuous labels).
     """
-    from crossmodal.data.pdebench import spec_for_splits
-    from crossmodal.models import build_model
+    # profiles is the layer above the methods (it reads their configs): imported here only
     from crossmodal.profiles import default_body, get_profile
-    from crossmodal.tasks import get_task
-    from crossmodal.training import seed_everything
 
     spec = spec_for_splits(get_task(task) if isinstance(task, str) else task, splits)
     method = get_method("gap_adaptive_a", **options)

@@ -79,18 +79,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from crossmodal.data.proxies import default_proxy, load_proxy
 from crossmodal.errors import InvalidInputError
 from crossmodal.features import (
     eval_mode,
     proxy_body_features,
     source_body_features,
+    source_tokens,
     target_features,
 )
 from crossmodal.losses import task_loss
 from crossmodal.methods._stage import Stage
 from crossmodal.methods.base import Method, MethodConfig, RunContext, register_method
 from crossmodal.methods.recraft import recalibrate_source_head
-from crossmodal.proxies import default_proxy, load_proxy, source_tokens
 
 SIGNS = ("standard", "slides")
 DISTANCES = ("disagreement", "tv", "kl")

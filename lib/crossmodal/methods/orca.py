@@ -61,11 +61,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from crossmodal.data.proxies import default_proxy, load_proxy
 from crossmodal.distances import OTDDSource, mmd, orca_mmd, orca_pairwise_l2
 from crossmodal.errors import InvalidInputError
+from crossmodal.features import source_features
 from crossmodal.methods._stage import STAGE_OPTIMIZERS, Stage, StageCache
 from crossmodal.methods.base import Method, MethodConfig, RunContext, register_method
-from crossmodal.proxies import default_proxy, load_proxy, source_features
 
 ALIGN_SCORES = ("otdd", "mmd", "l2", "mean_l2", "mmd_multiscale", "none")
 FREEZE_MODES = ("none", "embedder", "body", "both")

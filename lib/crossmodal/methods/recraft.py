@@ -114,10 +114,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crossmodal import features as _features
+from crossmodal.data.proxies import default_proxy, load_proxy
 from crossmodal.errors import InvalidInputError
+from crossmodal.features import source_tokens
 from crossmodal.methods._stage import Stage
 from crossmodal.methods.base import Method, MethodConfig, RunContext, register_method
-from crossmodal.proxies import default_proxy, load_proxy, source_tokens
 
 FA_SOLVERS = ("sinkhorn", "emd")
 PREDICTORS = ("auto", "transport", "head")
