@@ -264,7 +264,6 @@ def run(
     # one device for every stage (fit's accelerate picks the same one from cfg.device)
     device = resolve_device(cfg.device)
     if log_with is not None:  # fail before any training: unknown or not installed
-
         cfg.log_with = check_tracker(log_with)
         project_config(out, log_with)
     seed_everything(seed, cfg.num_threads)
@@ -304,7 +303,7 @@ def run(
     extra_state: dict[str, Any] = {}
     resuming = plan == "resume"
     if not resuming:
-        extra_state["method_report"] = m.pretrain(model, spec, splits, ctx) or {}
+        extra_state["method_report"] = m.before_finetune(model, spec, splits, ctx) or {}
         extra_state["stages"] = ctx.stages  # where each stage-1 loop ran (kept on resume)
 
     probes: list[dict] = []

@@ -356,10 +356,12 @@ class TrainState:
     extra: dict = field(default_factory=dict)
 
 
-LossFn = Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor], TrainState], torch.Tensor]
+#: A training step's loss, what a method gives ``fit``: ``loss(model, (x, y), state)``
+#: returns a scalar tensor (unlike :data:`crossmodal.losses.PredictionLoss`, ``loss(pred, y)``).
+StepLoss = Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor], TrainState], torch.Tensor]
 
 
-def task_loss_fn(task) -> LossFn:
+def task_loss_fn(task) -> StepLoss:
     """The plain supervised loss of a task: ``loss(model(x), y)``."""
     loss = task_loss(task)
 
@@ -463,7 +465,7 @@ def fit(
     cfg: TrainConfig,
     out_dir: str | Path | None = None,
     *,
-    loss_fn: LossFn | None = None,
+    loss_fn: StepLoss | None = None,
     params: Iterable[nn.Parameter] | None = None,
     resume: bool = False,
     extra_state: dict | None = None,

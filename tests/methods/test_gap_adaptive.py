@@ -204,7 +204,7 @@ def test_version_a_loss_uses_the_source_loss_only_when_weighted(gunpoint, weight
     fn = m.loss_fn(model.task)
     with pytest.raises(InvalidInputError, match="never measured"):
         fn(model, (torch.as_tensor(x[:4]), torch.as_tensor(y[:4])), TrainState(epochs=2))
-    report = m.pretrain(model, model.task, {"train": (x, y)}, RunContext(seed=0))
+    report = m.before_finetune(model, model.task, {"train": (x, y)}, RunContext(seed=0))
     assert report["gap_distance"] == "otdd" and report["gap"] > 1e-6
     model.zero_grad()
     state = TrainState(epoch=0, epochs=2)

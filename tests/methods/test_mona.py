@@ -269,7 +269,7 @@ def test_stage_one_updates_only_the_embedder_unless_asked(small_splits, train_he
     head0 = [p.detach().clone() for p in model.head.parameters()]
     emb0 = [p.detach().clone() for p in model.embedder.parameters()]
     body0 = [p.detach().clone() for p in model.body.parameters()]
-    m.pretrain(model, task, small_splits("smoke_gunpoint", 8, 4), RunContext(progress=False))
+    m.before_finetune(model, task, small_splits("smoke_gunpoint", 8, 4), RunContext(progress=False))
     moved = lambda new, old: any(not torch.equal(a, b) for a, b in zip(new, old))  # noqa: E731
     assert moved(list(model.embedder.parameters()), emb0)
     assert moved(list(model.head.parameters()), head0) == train_head

@@ -98,7 +98,7 @@ def test_each_alignment_score_trains_the_embedder_and_goes_down(small_splits, sc
     start = total_score()
     method = get_method("orca", align_score=score, align_epochs=3, proxy_samples=300,
                         eval_samples=40)
-    report = method.pretrain(model, model.task, splits, RunContext(progress=False))
+    report = method.before_finetune(model, model.task, splits, RunContext(progress=False))
     assert len(report["alignment_curve"]) == 3
     assert all(math.isfinite(v) for v in report["alignment_curve"])
     assert total_score() < start, (score, start, total_score())
@@ -109,7 +109,7 @@ def test_each_alignment_score_trains_the_embedder_and_goes_down(small_splits, sc
 def test_no_alignment_leaves_the_embedder_alone(small_splits):
     model = build_model("smoke_gunpoint", "minilm")
     before = [p.detach().clone() for p in model.embedder.parameters()]
-    report = get_method("orca", align_score="none").pretrain(
+    report = get_method("orca", align_score="none").before_finetune(
         model, model.task, small_splits("smoke_gunpoint", 60, 20), RunContext(progress=False))
     assert "otdd_before" not in report
     assert all(torch.equal(a, b) for a, b in zip(before, model.embedder.parameters()))

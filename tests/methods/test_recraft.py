@@ -457,7 +457,7 @@ def test_bound_of_a_pretrained_model_on_held_out_target_data(small_splits):
     m = get_method("recraft", **FAST)
     model = build_model(task, "minilm")
     m.prepare(model, task, ctx)
-    m.pretrain(model, task, splits, ctx)
+    m.before_finetune(model, task, splits, ctx)
     b = m.bound(model, splits["test"])
     assert all(math.isfinite(v) for v in b.values())
     assert b["kappa"] == b["kappa_certified"] <= 0.5 + 1e-9 and b["w1"] > 0

@@ -292,7 +292,8 @@ class ORCA(Method):
     config_class = ORCAConfig
     paper = "ORCA: align then refine (Shen et al. 2023)"
 
-    def pretrain(self, model: nn.Module, task, splits: dict, ctx: RunContext) -> dict[str, Any]:
+    def before_finetune(self, model: nn.Module, task, splits: dict,
+                        ctx: RunContext) -> dict[str, Any]:
         """Distribution alignment of the embedder, or the same alignment of an earlier variant
         of this process (:data:`ALIGNMENT_CACHE`, ``alignment_shared`` in the report)."""
         cfg = self.config

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from crossmodal.errors import InvalidInputError
-from crossmodal.sweep import jobs
-from crossmodal.sweep.grids import NOTEBOOK_GRIDS, notebook_parameters, notebook_path, parse_value
+# The kit's modules are imported inside the functions: the CLI builds this parser for every
+# command, and `crossmodal --help` must not import torch (seconds) through the runner.
 
 USAGE = """\
 crossmodal sweep NOTEBOOK [NOTEBOOK ...] --profile P --runs-dir DIR [-p NAME VALUE ...]
@@ -63,6 +62,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def cmd_sweep(args) -> int:
+    from crossmodal.errors import InvalidInputError
+    from crossmodal.sweep import jobs
+    from crossmodal.sweep.grids import NOTEBOOK_GRIDS, parse_value
+
     if args.status:
         states = jobs.sweep_status(args.status)
         print(jobs.format_status(args.status, states))
@@ -82,6 +85,7 @@ def cmd_sweep(args) -> int:
     for name in names:
         mine = overrides
         if len(names) > 1:  # a -p applies to the notebooks that have that parameter
+            from crossmodal.sweep.grids import notebook_parameters, notebook_path
 
             known = notebook_parameters(notebook_path(name))
             mine = {k: v for k, v in overrides.items() if k in known}

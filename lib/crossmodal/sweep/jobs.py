@@ -38,10 +38,9 @@ from typing import Any
 import submitit
 
 from crossmodal.errors import CrossmodalError, InvalidInputError
-from crossmodal.notebook import load_splits
-from crossmodal.runner import run
-from crossmodal.sweep.grids import expand, notebook_parameters, notebook_path, resolve_parameters
-from crossmodal.tracking import check_tracker
+
+# The kit's modules (the runner, the notebook layer) are imported inside the functions: the
+# CLI imports this module to build its parser, and `crossmodal --help` must not import torch.
 
 EXECUTORS = ("local", "slurm")
 STATES = ("pending", "running", "done", "failed")
@@ -178,6 +177,10 @@ def execute(folder: str | Path) -> dict[str, Any]:
     The run is re-planned from the spec's notebook and parameters (so the probe and options
     are the notebook's own) and must have the spec's run id.
     """
+    from crossmodal.notebook import load_splits
+    from crossmodal.runner import run
+    from crossmodal.sweep.grids import expand
+
     folder = Path(folder)
     spec = _read_json(folder / "spec.json")
     if spec is None:
@@ -413,6 +416,13 @@ class Submitted:
 def plan_sweep(notebook: str, overrides: dict[str, Any], *, profile: str,
                notebooks: str | Path | None = None):
     """``(notebook name, resolved parameters, settings, planned runs)`` of a notebook."""
+    from crossmodal.sweep.grids import (
+        expand,
+        notebook_parameters,
+        notebook_path,
+        resolve_parameters,
+    )
+
     path = notebook_path(notebook, notebooks)
     params = resolve_parameters(notebook_parameters(path), {**overrides, "profile": profile})
     nb, planned = expand(path.stem, params)
@@ -427,6 +437,8 @@ def submit(notebook: str, overrides: dict[str, Any], *, profile: str, runs_dir: 
     A done run is skipped; so is a running one and a pending one whose job still exists; a
     failed or interrupted run is submitted again (and resumes from its checkpoint).
     """
+    from crossmodal.tracking import check_tracker
+
     if log_with is not None:
         check_tracker(log_with)
     runs_dir = Path(runs_dir).resolve()
