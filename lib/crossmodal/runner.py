@@ -294,18 +294,11 @@ def run(
                                                   and saved.get("keep_checkpoint"))
     wanted = proto.model_kwargs() if proto else {}
     applied = model_options(wanted)
-    model = build_model(spec, body_name, seed=seed, **applied)
-    fit_target_normalizer(model, splits["train"][1])  # ORCA's Darcy Flow decoder; else no-op
-    m.prepare(model, spec, ctx)
-    # every stage runs on the one device of the run (fit's accelerator picks the same one)
-    ctx.place(model)
-
-    extra_state: dict[str, Any] = {}
+    # 1. build: the model, the method's structural changes, on the run's one device
+    model = build_step(spec, m, body_name, seed, splits, ctx, applied)
+    # 2. stage 1 (skipped on resume: its result is in the checkpoint)
     resuming = plan == "resume"
-    if not resuming:
-        extra_state["method_report"] = m.before_finetune(model, spec, splits, ctx) or {}
-        extra_state["stages"] = ctx.stages  # where each stage-1 loop ran (kept on resume)
-
+    extra_state = {} if resuming else stage_one_step(m, model, spec, splits, ctx)
     probes: list[dict] = []
 
     def _probe(record: dict | None = None) -> None:
@@ -315,19 +308,11 @@ def run(
 
     if not resuming:
         _probe()
-    trainable = {id(p) for p in m.trainable_parameters(model)}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in trainable)
-    history = fit(
-        model, spec, splits, cfg, out_dir,
-        loss_fn=m.loss_fn(spec),
-        params=[p for p in model.parameters() if p.requires_grad],
-        resume=resume,
-        extra_state=extra_state,
-        on_epoch_end=_probe if probe is not None else None,
-        run_config=fingerprint,
-        remove_checkpoint=False,  # removed below, once results.json is safely written
-    )
+    # 3. fine-tune what the method trains
+    history = finetune_step(m, model, spec, splits, cfg, out_dir, resume=resume,
+                            extra_state=extra_state, fingerprint=fingerprint,
+                            on_epoch_end=_probe if probe is not None else None)
+    # 4. record: results.json, then the checkpoint goes
     metric = get_metric(spec.metric)
     values = [h["test_metric"] for h in history]
     best = min(values) if metric.lower_is_better else max(values)
@@ -366,11 +351,57 @@ def run(
         "versions": package_versions(),
         "status": "complete",
     }
-    if out_dir is not None and int(os.environ.get("RANK", "0")) == 0:  # one writer
+    record_step(result, out_dir, keep_checkpoint)
+    return result
+
+
+def build_step(spec: TaskSpec, m, body_name: str, seed: int, splits: Splits, ctx: RunContext,
+               model_kwargs: dict[str, Any]):
+    """Step 1 of a run: the model of ``spec`` with the method's structural changes
+    (:meth:`Method.prepare`), placed on the run's one device ``ctx.device`` (every stage runs
+    there; ``fit``'s accelerator picks the same one, :func:`resolve_device`)."""
+    model = build_model(spec, body_name, seed=seed, **model_kwargs)
+    fit_target_normalizer(model, splits["train"][1])  # ORCA's Darcy Flow decoder; else no-op
+    m.prepare(model, spec, ctx)
+    ctx.place(model)
+    return model
+
+
+def stage_one_step(m, model, spec: TaskSpec, splits: Splits, ctx: RunContext) -> dict[str, Any]:
+    """Step 2: the method's stage before fine-tuning (:meth:`Method.before_finetune`); returns
+    the state that goes into every checkpoint (its report, where each stage loop ran)."""
+    report = m.before_finetune(model, spec, splits, ctx) or {}
+    return {"method_report": report, "stages": ctx.stages}
+
+
+def finetune_step(m, model, spec: TaskSpec, splits: Splits, cfg: TrainConfig,
+                  out_dir: Path | None, *, resume: bool, extra_state: dict[str, Any],
+                  fingerprint: dict[str, Any],
+                  on_epoch_end: Callable[[dict], None] | None) -> list[dict]:
+    """Step 3: :func:`crossmodal.training.fit` on the parameters the method trains (only those
+    require gradients), with its loss; the checkpoint stays until :func:`record_step`."""
+    trainable = {id(p) for p in m.trainable_parameters(model)}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+    return fit(
+        model, spec, splits, cfg, out_dir,
+        loss_fn=m.loss_fn(spec),
+        params=[p for p in model.parameters() if p.requires_grad],
+        resume=resume,
+        extra_state=extra_state,
+        on_epoch_end=on_epoch_end,
+        run_config=fingerprint,
+        remove_checkpoint=False,  # removed by record_step, once results.json is written
+    )
+
+
+def record_step(result: dict[str, Any], out_dir: Path | None, keep_checkpoint: bool) -> None:
+    """Step 4: ``results.json`` (one writer under a launch), then the checkpoint is removed
+    unless it is to be kept: a crash in between loses nothing."""
+    if out_dir is not None and int(os.environ.get("RANK", "0")) == 0:
         write_json_atomic(result, out_dir / "results.json")
         if not keep_checkpoint:
             (out_dir / CHECKPOINT).unlink(missing_ok=True)
-    return result
 
 
 def _n_tokens(model, spec: TaskSpec) -> int | None:

@@ -458,6 +458,47 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def save_checkpoint(path: Path, epoch: int, model: nn.Module, optimizer, scheduler,
+                    history: list[dict], cfg: TrainConfig, extra_state: dict | None,
+                    run_config: dict | None) -> None:
+    """The state after ``epoch`` (model, optimiser, schedule, history, settings, the method's
+    ``extra_state``, the run's fingerprint), written atomically (a crash leaves the old one)."""
+    _atomic_save({
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "history": history,
+        "config": asdict(cfg),
+        "extra_state": extra_state or {},
+        **({"run_config": run_config} if run_config is not None else {}),
+    }, path)
+
+
+def restore_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, cfg: TrainConfig,
+                       run_config: dict | None, extra_state: dict | None
+                       ) -> tuple[list[dict], int]:
+    """Load a checkpoint into ``model``, ``optimizer`` and ``scheduler`` (and ``extra_state``);
+    returns its history and the epoch to continue from.
+
+    A checkpoint written with other settings is refused, naming them (its results would be
+    labelled with settings that never ran). ``metrics.jsonl`` beside it is rewritten from the
+    checkpoint's history: a crash between the two writes may have left later epochs in it.
+    """
+    ckpt = load_checkpoint(path)
+    diffs = resume_differences(ckpt, cfg, run_config)
+    if diffs:
+        raise mismatch_error(path, diffs)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    history = ckpt["history"]
+    (path.parent / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    if extra_state is not None:
+        extra_state.update(ckpt.get("extra_state", {}))
+    return history, ckpt["epoch"] + 1
+
+
 def fit(
     model: nn.Module,
     task,
@@ -558,20 +599,9 @@ def fit(
     history: list[dict] = []
     start_epoch = 0
     if resume and ckpt_path is not None and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
-        diffs = resume_differences(ckpt, cfg, run_config)
-        if diffs:  # e.g. another seed or lr: its results would be labelled with settings
-            raise mismatch_error(ckpt_path, diffs)  # that never ran
-        accelerator.unwrap_model(model).load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        history = ckpt["history"]
-        start_epoch = ckpt["epoch"] + 1
-        # The log may hold epochs after the checkpoint (a crash between the two writes):
-        # rewrite it from the checkpoint's history so that each epoch appears once.
-        (out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
-        if extra_state is not None:
-            extra_state.update(ckpt.get("extra_state", {}))
+        history, start_epoch = restore_checkpoint(
+            ckpt_path, accelerator.unwrap_model(model), optimizer, scheduler, cfg, run_config,
+            extra_state)
     elif out is not None and (out / "metrics.jsonl").exists():
         accelerator.wait_for_everyone()  # every process has seen the old log before it goes
         if accelerator.is_main_process:
@@ -653,19 +683,8 @@ def fit(
         if out is not None and accelerator.is_main_process:
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
-            _atomic_save(
-                {
-                    "epoch": epoch,
-                    "model": accelerator.unwrap_model(model).state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "history": history,
-                    "config": asdict(cfg),
-                    "extra_state": extra_state or {},
-                    **({"run_config": run_config} if run_config is not None else {}),
-                },
-                ckpt_path,
-            )
+            save_checkpoint(ckpt_path, epoch, accelerator.unwrap_model(model), optimizer,
+                            scheduler, history, cfg, extra_state, run_config)
         if on_epoch_end is not None:
             on_epoch_end(record)
     if cfg.log_with:
