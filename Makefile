@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= smoke
 
-.PHONY: setup reproduce test test-fast lab lint clean-venv paper-dryrun gpu-check
+.PHONY: setup reproduce test test-fast lab lint clean-venv paper-dryrun gpu-check sweep-check
 
 # Create the virtual environment, install the kit with its pinned dependencies, and register
 # the Jupyter kernel "crossmodal" inside the venv (so notebooks run in this environment).
@@ -38,6 +38,12 @@ paper-dryrun: $(STAMP)
 # ORCA and PaRe on the GPU (needs one; exits 3 with a message without one).
 gpu-check: $(STAMP)
 	$(PY) benchmarks/gpu_check.py
+
+# Issue 16's check: a local sweep + collect of main_results (smoke) equals the committed
+# reports/main_results/smoke table (one full main_results execution; MAX_PARALLEL jobs).
+MAX_PARALLEL ?= 2
+sweep-check: $(STAMP)
+	$(PY) benchmarks/sweep_equality.py --max-parallel $(MAX_PARALLEL)
 
 # jupyter/: the kit's Jupyter config (kernels over IPC: no TCP-encryption warning per kernel;
 # JupyterLab settings overrides: no news pop-up).

@@ -254,3 +254,20 @@ def test_only_paper_tables_reads_the_paper_csvs():
                      if any(isinstance(n, ast.Constant) and n.value == "paper_results"
                             for n in ast.walk(ast.parse(p.read_text()))))
     assert readers == ["crossmodal.paper_tables"]
+
+
+def test_studies_use_the_notebook_layers_public_names_only():
+    """A study imports ``crossmodal.notebook`` (its re-exported public names), never a
+    private name or a submodule of it, so the notebook layer can move code between its
+    modules without breaking a study."""
+    bad = []
+    for module, path in MODULES.items():
+        if not module.startswith("crossmodal.studies"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "crossmodal.notebook"):
+                names = [a.name for a in node.names]
+                if node.module != "crossmodal.notebook" or any(n.startswith("_") for n in names):
+                    bad.append(f"{path.relative_to(LIB)}:{node.lineno}: {node.module} {names}")
+    assert not bad, "\n".join(bad)

@@ -363,6 +363,13 @@ def test_task_inputs_and_target_normalisers_match_orcas_loaders(key):
                 "NavierStokes1D": "* Navier-Stokes 1D: ORCA flattens",
                 "DiffusionReaction2D": "* Diffusion-Reaction 2D: ORCA maps u(t=0) to v(T)",
                 }[deviation] in readme
+    prep = fact.get("kit_preprocessing_deviation")  # same shape, other preprocessing
+    if prep is not None:
+        from crossmodal.protocol import DEVIATIONS
+
+        assert any(d.startswith(f"{prep['name']}:") for d in DEVIATIONS), prep
+        readme = (Path(__file__).parents[1] / "README.md").read_text()
+        assert f"* {prep['name']}: ORCA" in readme and "src/data_loaders.py" in prep["source"]
     decoded = fact["target_normalizer"] == "unit_gaussian"  # standardised *and* decoded
     assert task.target_normalizer == ("unit_gaussian" if decoded else None), key
     proto = resolve(key, "nft", "paper")

@@ -237,18 +237,29 @@ def test_slurm_script_has_the_requested_partition_gpus_and_time(tmp_path, monkey
 # --------------------------------------------------------------------------- tracking
 
 
-def test_log_with_a_tracker_that_is_not_installed_says_how_to_fix_it(tmp_path):
-    from accelerate.utils import is_wandb_available
+@pytest.mark.parametrize("tracker", ["wandb", "mlflow"])
+def test_log_with_a_tracker_that_is_not_installed_says_how_to_fix_it(tmp_path, tracker, capsys):
+    from accelerate.utils import is_mlflow_available, is_wandb_available
 
     from crossmodal.tracking import check_tracker
 
-    if is_wandb_available():
-        pytest.skip("wandb is installed here")
-    with pytest.raises(InvalidInputError, match="pip install wandb"):
-        check_tracker("wandb")
-    with pytest.raises(InvalidInputError, match="pip install wandb"):
-        jobs.submit("main_results", {}, profile="smoke", runs_dir=tmp_path, log_with="wandb",
+    if {"wandb": is_wandb_available, "mlflow": is_mlflow_available}[tracker]():
+        pytest.skip(f"{tracker} is installed here")
+    fix = f"pip install {tracker}"
+    with pytest.raises(InvalidInputError, match=fix):
+        check_tracker(tracker)
+    with pytest.raises(InvalidInputError, match=fix):
+        jobs.submit("main_results", {}, profile="smoke", runs_dir=tmp_path, log_with=tracker,
                     notebooks=NOTEBOOKS)
+    # from the command line: one error line, exit 2, before any training or submission
+    capsys.readouterr()
+    for argv in (["run", "--task", "smoke_digits", "--log-with", tracker],
+                 ["sweep", str(NOTEBOOKS / "main_results.ipynb"), "--runs-dir",
+                  str(tmp_path / "runs"), "--log-with", tracker]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("crossmodal: error: --log-with") and fix in err, err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_run_passes_log_with_to_the_runner(tmp_path, monkeypatch, capsys):
@@ -318,6 +329,50 @@ def test_local_sweep_runs_jobs_and_the_collected_table_equals_the_direct_run(tmp
     pd.testing.assert_frame_equal(collected[cols], direct[cols])
     table = cm.compare_with_paper(collected, profile="smoke")
     pd.testing.assert_frame_equal(table, cm.compare_with_paper(direct, profile="smoke"))
+
+    # the same check as the lead's full one, through benchmarks/sweep_equality.py: the
+    # notebook executed by papermill in collect mode (the two finished runs, not retrained)
+    # against a direct papermill run of the same reduced notebook
+    eq = _sweep_equality()
+    out = tmp_path / "sweep_equality.json"
+    params = ["-p", "tasks", "['smoke_gunpoint']", "-p", "seeds", "[0]", "-p", "epochs", "2",
+              "-p", "max_train", "16", "-p", "max_test", "16", "-p", "methods", repr(methods)]
+    assert eq.main([*params, "--runs-dir", str(runs_dir), "--out", str(out)]) == 0
+    verdict = json.loads(out.read_text())
+    assert verdict["verdict"] == "equal" and verdict["n_runs"] == 2, verdict
+    assert verdict["max_relative_difference"] <= 1e-3 and verdict["missing_runs"] == []
+    assert verdict["reference"] == "direct papermill run of the same parameters"
+    assert "EQUAL" in capsys.readouterr().out
+
+
+def _sweep_equality():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sweep_equality",
+                                                  ROOT / "benchmarks" / "sweep_equality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sweep_equality_compares_every_number_and_ignores_wall_times(tmp_path):
+    """benchmarks/sweep_equality.py's comparison: a changed metric fails, wall time does not."""
+    eq = _sweep_equality()
+    ref, fresh = tmp_path / "ref", tmp_path / "fresh"
+    for d in (ref, fresh):
+        d.mkdir()
+    (ref / "results.csv").write_text("task,variant,ours\nsmoke_gunpoint,nft,30.0\n")
+    (ref / "runs.csv").write_text('task,final,curve,wall_seconds\nx,30.0,"[40.0, 30.0]",5.0\n')
+    (fresh / "results.csv").write_text("task,variant,ours\nsmoke_gunpoint,nft,30.00001\n")
+    (fresh / "runs.csv").write_text('task,final,curve,wall_seconds\nx,30.0,"[40.0, 30.0]",9.0\n')
+    diffs, worst = eq.compare_tables(fresh, ref, rel=1e-3)
+    assert diffs == [] and 0 < worst < 1e-6
+    (fresh / "runs.csv").write_text('task,final,curve,wall_seconds\nx,30.0,"[40.0, 33.0]",9.0\n')
+    diffs, worst = eq.compare_tables(fresh, ref, rel=1e-3)
+    assert len(diffs) == 1 and "runs.csv" in diffs[0] and worst == pytest.approx(3 / 33)
+    (fresh / "results.csv").unlink()
+    assert "results.csv: not written by the collect run" in eq.compare_tables(
+        fresh, ref, rel=1e-3)[0]
 
 
 def _wait_for(cond, what: str, runs_dir: Path, timeout: float = 240.0) -> None:

@@ -133,6 +133,14 @@ DEVIATIONS = (
     "PDEBench reports it.",
     "DiffusionReaction2D: ORCA maps u(t=0) to v(T) (one channel; load_pde RD2D); the kit "
     "maps (u, v)(t=0) to (u, v)(T), the PDEBench task PaRe Table 9 describes.",
+    "Cosmic: ORCA multiplies the predictions and the targets by (1 - ignore), the deepCR "
+    "ignore mask, before the loss and the metric (get_data transform=mask), and adds a random "
+    "multiple of the sky background to training images; the kit's prepared arrays keep the "
+    "image and the cosmic-ray mask only (no ignore mask, no sky augmentation).",
+    "Augmentation: ORCA's loaders augment on the fly (CIFAR-100: RandomCrop(32, 4) + "
+    "horizontal flip; FSD50K: a random 1 s chunk per clip and epoch, evaluation over all "
+    "chunks); the kit's splits are fixed arrays (CIFAR-100 unaugmented, FSD50K the first "
+    "chunk of each clip).",
     "Burgers1D: ORCA's get_config declares (1, 1, 256) but load_pde feeds the file's 1024 "
     "points (reduced_resolution 1), so ORCA's Embeddings1D (stride from 256) would emit 512 "
     "tokens against 128 position embeddings; the kit feeds 1024 points with "

@@ -11,7 +11,8 @@ Conventions (ORCA's ``load_pde`` / ``UNetDatasetSingle`` / ``UNetDatasetMult``):
   diffusion-reaction) the *last* 10 % of the sorted group names, exactly as ORCA does.
 * **resolution**: native by default, which is PaRe Table 9's 1024 (1D) and 128x128 (2D) for
   the real files. ``resolution=`` subsamples by striding, as ORCA's ``reduced_resolution``
-  does (ORCA's code used 256 for Advection and 64x64 for Darcy: pass those to match it).
+  does. The tasks (``crossmodal.tasks.pdebench``) stride the arrays to ORCA's training
+  resolution after loading: 256 for Advection and 64x64 for Darcy (``ORCA_RESOLUTION``).
 * **channels**: Advection, Burgers, diffusion-reaction 1D, diffusion-sorption 1 -> 1;
   Navier-Stokes 1D 3 -> 3 (density, Vx, pressure); Darcy coefficient 1 -> solution 1;
   shallow water h 1 -> 1; 2D diffusion-reaction (u, v) 2 -> 2.

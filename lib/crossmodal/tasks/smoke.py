@@ -14,7 +14,7 @@
 Token counts (the embedder's ``patch_size``) are part of the smoke recipe
 (:mod:`crossmodal.profiles`): on one CPU thread the cost of a step grows with the number
 of tokens, and these few tokens are what lets every method learn each task in seconds:
-digits 2 x 2 = 4 tokens of 4 x 4 pixels, GunPoint 6 tokens of 25 steps, BasicMotions 20
+digits 2 x 2 = 4 tokens of 4 x 4 pixels, GunPoint 2 tokens of 75 steps, BasicMotions 20
 tokens of 5 steps, advection 4 tokens of 32 points.
 """
 
@@ -87,7 +87,7 @@ register_task(
         key="smoke_gunpoint", modality="1D", input_shape=(1, 150), output="classification",
         num_outputs=2, output_shape=(), loss="cross_entropy", metric="error01",
         paper_data_size="200 (offline)", source="UCR GunPoint (aeon 1.6.0 wheel)",
-        loader=lambda root: load_ucr_splits("GunPoint"), patch_size=25, **_COMMON,
+        loader=lambda root: load_ucr_splits("GunPoint"), patch_size=75, **_COMMON,
     )
 )
 register_task(
