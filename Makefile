@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= smoke
 
-.PHONY: setup reproduce test lab lint clean-venv paper-dryrun gpu-check sweep-check
+.PHONY: setup reproduce test test-fast lab lint clean-venv paper-dryrun gpu-check sweep-check
 
 # Create the virtual environment, install the kit with its pinned dependencies, and register
 # the Jupyter kernel "crossmodal" inside the venv (so notebooks run in this environment).
@@ -25,6 +25,10 @@ reproduce: $(STAMP)
 # pytest + nbval in two lanes of one thread each (tests/run_all.sh says why and how to run one).
 test: $(STAMP)
 	bash tests/run_all.sh $(PY)
+
+# The tests not marked slow (no end-to-end trainings of a minute, no notebooks).
+test-fast: $(STAMP)
+	$(PY) -m pytest tests -m "not slow"
 
 # Every paper task x method (18 x 9) in the paper profile on publisher-format fixtures, with
 # the full-size random-weight RoBERTa-base / Swin-base bodies (CI runs a subset, 1 layer).

@@ -17,3 +17,29 @@ torch.set_num_threads(2)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+def _small_splits(key: str, n_train: int = 32, n_test: int = 16, *, pick: str = "seeded"):
+    """At most ``n_train``/``n_test`` samples of a smoke task's splits.
+
+    ``pick="seeded"``: the runner's seeded subset (:func:`crossmodal.runner.subsample`, seed
+    0, sorted indices: what a smoke run with those sizes trains on); ``"first"``: the first
+    samples of each split, in stored order.
+    """
+    from crossmodal.runner import subsample
+    from crossmodal.tasks import get_task
+
+    splits = get_task(key).load("unused")
+    if pick == "seeded":
+        return subsample(splits, n_train, n_test, seed=0)
+    if pick != "first":
+        raise ValueError(f"pick must be 'seeded' or 'first', got {pick!r}")
+    return {"train": tuple(a[:n_train] for a in splits["train"]),
+            "test": tuple(a[:n_test] for a in splits["test"])}
+
+
+@pytest.fixture
+def small_splits():
+    """``small_splits(key, n_train=32, n_test=16, pick="seeded")``: tiny in-memory splits of a
+    smoke task (the one helper of every test file that trains on a few samples)."""
+    return _small_splits

@@ -42,7 +42,7 @@ def test_loader_reads_fixture_with_registry_shapes(fixture_root, key):
     spec = get_task(key)
     from crossmodal.data.presence import is_present
 
-    assert is_present(key, fixture_root)
+    assert is_present(get_task(key), fixture_root)
     splits = spec.load(fixture_root)  # validates shapes, dtypes, label ranges
     for name in ("train", "test"):
         x, y = splits[name]

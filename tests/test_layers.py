@@ -40,15 +40,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: names it fails (XPASS) the day the cycle is gone, and its entry must then be deleted. A
 #: cycle found that is not inside one of these fails at once.
 KNOWN_CYCLES: dict[str, frozenset[str]] = {
-    # issue 14 (lower layer): the proxy registry folded into data/proxies.py
-    "proxies <-> data.proxies": frozenset({"crossmodal.proxies", "crossmodal.data.proxies"}),
-    # issue 14 (lower layer): tasks/registry.py a leaf, submodules imported by tasks/__init__
-    "tasks.registry <-> its submodules": frozenset({
-        "crossmodal.tasks.registry", "crossmodal.tasks.nb360", "crossmodal.tasks.pdebench",
-        "crossmodal.tasks.smoke"}),
-    # data/fixtures.py imports data/pdebench.py, which imports checksums, which imports fixtures
-    "data.checksums <-> data.fixtures <-> data.pdebench": frozenset({
-        "crossmodal.data.checksums", "crossmodal.data.fixtures", "crossmodal.data.pdebench"}),
     # profiles.train_defaults (paper) calls protocol.resolve, protocol reads the profiles;
     # both read the methods' configs, and methods/gap_adaptive.py imports profiles
     "profiles <-> protocol <-> methods": frozenset({
@@ -209,10 +200,7 @@ def _catches_import_error(handler: ast.ExceptHandler) -> bool:
 
 
 #: Files with a try/except ImportError around a kit import today (strict xfails below).
-KNOWN_TRY: dict[str, str] = {
-    "cli.py _data_present (data.presence)": "crossmodal/cli.py",
-    "proxies.py _paper_proxy (data.proxies)": "crossmodal/proxies.py",
-}
+KNOWN_TRY: dict[str, str] = {}
 
 
 def guarded_kit_imports() -> list[str]:

@@ -125,13 +125,13 @@ def _tiny_splits(spec, n=4, seed=0):
 
 
 def _one_epoch(method: str, spec, body: str, *, n_tokens=None):
-    """The runner's sequence (prepare, pretrain, freeze, fit) on a tiny in-memory split."""
+    """The runner's sequence (prepare, before_finetune, freeze, fit) on a tiny in-memory split."""
     model = build_model(spec, body, num_layers=1, n_tokens=n_tokens, embedder_init="source",
                         dropout=0.0)
     m = get_method(method, **TINY[method])
     ctx = RunContext(profile="smoke", progress=False)  # smoke proxies: digits / pydoc_topics
     m.prepare(model, spec, ctx)
-    report = m.pretrain(model, spec, _tiny_splits(spec), ctx)
+    report = m.before_finetune(model, spec, _tiny_splits(spec), ctx)
     trainable = {id(p) for p in m.trainable_parameters(model)}
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)

@@ -325,7 +325,7 @@ def test_data_root_reaches_the_paper_proxies(tmp_path, monkeypatch):
     m = get_method("orca", proxy="conll2003", align_epochs=1)
     x = np.zeros((4, *model.task.input_shape), np.float32)
     with pytest.raises(DataMissingError, match=str(root)):
-        m.pretrain(model, get_task("smoke_gunpoint"), {"train": (x, np.array([0, 1, 0, 1]))},
+        m.before_finetune(model, get_task("smoke_gunpoint"), {"train": (x, np.array([0, 1, 0, 1]))},
                    RunContext(profile="paper", data_root=root, device="cpu"))
 
 

@@ -36,12 +36,6 @@ class Stop(Exception):
     """Raised by a patched step to end a run once the part under test is done."""
 
 
-def small_splits(key: str, n_train: int = 16, n_test: int = 8):
-    splits = get_task(key).load("unused")
-    return {"train": tuple(a[:n_train] for a in splits["train"]),
-            "test": tuple(a[:n_test] for a in splits["test"])}
-
-
 @pytest.fixture
 def no_work(monkeypatch):
     """Fail the test if a run gets as far as loading data or building a model."""
@@ -243,8 +237,8 @@ def test_a_run_removes_the_temporary_files_a_killed_run_left(no_work, tmp_path):
 # --------------------------------------------------------------------------- splits
 
 
-def _splits(key="smoke_gunpoint", **change):
-    s = small_splits(key)
+def _splits(small_splits, key="smoke_gunpoint", **change):
+    s = small_splits(key, 16, 8, pick="first")
     s = {k: (x.copy(), y.copy()) for k, (x, y) in s.items()}
     for name, fn in change.items():
         s[name] = fn(*s[name])
@@ -272,22 +266,21 @@ def _with(a, i, v):
     (dict(train=lambda x, y: (x[..., :100], y)), r"per-sample shape \(1, 100\)"),
     (dict(train=lambda x, y: (x[:, 0], y)), "inputs have shape"),
 ])
-def test_user_splits_are_validated_before_any_work(change, match, method, no_work):
+def test_user_splits_are_validated_before_any_work(small_splits, change, match, method, no_work):
     with pytest.raises(InvalidInputError, match=match):
         run("smoke_gunpoint", method, "smoke", epochs=1, progress=False,
             method_options={"align_epochs": 1} if method == "orca" else None,
-            splits=_splits(**change))
+            splits=_splits(small_splits, **change))
 
 
-def test_splits_must_have_train_and_test(no_work):
+def test_splits_must_have_train_and_test(small_splits, no_work):
     with pytest.raises(InvalidInputError, match="no 'test' split"):
-        run("smoke_gunpoint", "nft", progress=False, splits={"train": small_splits(
-            "smoke_gunpoint")["train"]})
+        run("smoke_gunpoint", "nft", progress=False, splits={"train": small_splits("smoke_gunpoint", 16, 8, pick="first")["train"]})
 
 
-def test_validation_converts_float64_and_lists_and_checks_multilabel_targets():
+def test_validation_converts_float64_and_lists_and_checks_multilabel_targets(small_splits):
     spec = get_task("smoke_gunpoint")
-    x, y = small_splits("smoke_gunpoint")["train"]
+    x, y = small_splits("smoke_gunpoint", 16, 8, pick="first")["train"]
     out = validate_splits(spec, {"train": (x.astype(np.float64), y.astype(np.int32)),
                                  "test": (x.tolist(), y.tolist())})
     assert out["train"][0].dtype == np.float32 and out["train"][1].dtype == np.int64
@@ -304,8 +297,8 @@ def test_validation_converts_float64_and_lists_and_checks_multilabel_targets():
 
 
 @pytest.mark.slow
-def test_float64_user_arrays_train(tmp_path):
-    s = small_splits("smoke_gunpoint")
+def test_float64_user_arrays_train(small_splits, tmp_path):
+    s = small_splits("smoke_gunpoint", 16, 8, pick="first")
     s = {k: (x.astype(np.float64), y) for k, (x, y) in s.items()}
     r = run("smoke_gunpoint", "nft", "smoke", epochs=1, progress=False, splits=s,
             train_options={"num_threads": 1})
@@ -335,9 +328,9 @@ def _interrupted_run(monkeypatch, out, splits, **kw):
 
 
 @pytest.mark.slow
-def test_resume_compares_the_whole_configuration_and_a_finished_run_is_not_retrained(
+def test_resume_compares_the_whole_configuration_and_a_finished_run_is_not_retrained(small_splits,
         tmp_path, monkeypatch, capsys):
-    out, splits = tmp_path / "run", small_splits("smoke_gunpoint")
+    out, splits = tmp_path / "run", small_splits("smoke_gunpoint", 16, 8, pick="first")
     base = dict(epochs=2, out=out, progress=False, resume=True)
     _interrupted_run(monkeypatch, out, splits,
                      train_options={"num_threads": 1, "keep_checkpoint": True})
@@ -354,7 +347,7 @@ def test_resume_compares_the_whole_configuration_and_a_finished_run_is_not_retra
         (dict(seed=7), "seed: 0 -> 7"),
         (dict(train_options={"lr": 1e-3}), f"train.lr: {saved_lr!r} -> 0.001"),
         (dict(method="fpt"), "method: 'nft' -> 'fpt'"),
-        (dict(task="smoke_basicmotions", splits=small_splits("smoke_basicmotions")),
+        (dict(task="smoke_basicmotions", splits=small_splits("smoke_basicmotions", 16, 8, pick="first")),
          "task: 'smoke_gunpoint' -> 'smoke_basicmotions'"),
         (dict(body="minilm-random"), "body: 'minilm' -> 'minilm-random'"),
     ]:
@@ -388,8 +381,8 @@ def test_resume_compares_the_whole_configuration_and_a_finished_run_is_not_retra
 
 
 @pytest.mark.slow
-def test_results_are_written_before_the_checkpoint_is_removed(tmp_path, monkeypatch):
-    out, splits = tmp_path / "run", small_splits("smoke_gunpoint")
+def test_results_are_written_before_the_checkpoint_is_removed(small_splits, tmp_path, monkeypatch):
+    out, splits = tmp_path / "run", small_splits("smoke_gunpoint", 16, 8, pick="first")
 
     def killed_while_writing(obj, path):
         raise Stop  # a kill between the end of training and results.json
@@ -453,7 +446,7 @@ def test_other_ranks_of_a_launch_neither_lock_nor_clean(tmp_path, monkeypatch):
     assert (folder / "checkpoint.pt.tmp").exists()
 
 
-def test_a_fresh_run_removes_an_old_result_before_it_trains(tmp_path, monkeypatch):
+def test_a_fresh_run_removes_an_old_result_before_it_trains(small_splits, tmp_path, monkeypatch):
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "results.json").write_text(json.dumps({"status": "complete", "seed": 0}))
@@ -464,6 +457,6 @@ def test_a_fresh_run_removes_an_old_result_before_it_trains(tmp_path, monkeypatc
     monkeypatch.setattr(runner, "build_model", build_model)
     with pytest.raises(Stop):
         run("smoke_gunpoint", "nft", seed=1, out=folder, progress=False,
-            splits=small_splits("smoke_gunpoint"))
+            splits=small_splits("smoke_gunpoint", 16, 8, pick="first"))
     # a kill from here on can no longer leave seed 0's result beside seed 1's log
     assert not (folder / "results.json").exists()

@@ -18,18 +18,12 @@ SMOKE = ["smoke_digits", "smoke_gunpoint", "smoke_basicmotions", "smoke_advectio
 BASELINES = ["scratch", "nft", "fpt"]
 
 
-def small_splits(key: str, n_train: int = 48, n_test: int = 32):
-    splits = get_task(key).load("unused")
-    return {"train": tuple(a[:n_train] for a in splits["train"]),
-            "test": tuple(a[:n_test] for a in splits["test"])}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method", BASELINES)
 @pytest.mark.parametrize("key", SMOKE)
-def test_one_epoch_of_each_baseline_on_each_smoke_task_writes_results(key, method, tmp_path):
+def test_one_epoch_of_each_baseline_on_each_smoke_task_writes_results(small_splits, key, method, tmp_path):
     r = run(key, method, "smoke", epochs=1, out=tmp_path, progress=False,
-            splits=small_splits(key))
+            splits=small_splits(key, 48, 32, pick="first"))
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["task"] == key and saved["method"] == method and saved["profile"] == "smoke"
     assert math.isfinite(saved["final_metric"]) and saved["final_metric"] == r["final_metric"]
@@ -40,13 +34,13 @@ def test_one_epoch_of_each_baseline_on_each_smoke_task_writes_results(key, metho
     if method == "scratch":
         assert saved["body"] == "minilm-random"
     if method == "fpt":
-        nft = run(key, "nft", "smoke", epochs=1, progress=False, splits=small_splits(key, 4, 4))
+        nft = run(key, "nft", "smoke", epochs=1, progress=False, splits=small_splits(key, 4, 4, pick="first"))
         assert saved["n_trainable_parameters"] < nft["n_trainable_parameters"] / 5
 
 
 @pytest.mark.slow
-def test_same_seed_gives_identical_metrics_and_another_seed_differs():
-    kw = dict(epochs=2, progress=False, splits=small_splits("smoke_gunpoint"))
+def test_same_seed_gives_identical_metrics_and_another_seed_differs(small_splits):
+    kw = dict(epochs=2, progress=False, splits=small_splits("smoke_gunpoint", 48, 32, pick="first"))
     a = run("smoke_gunpoint", "nft", "smoke", seed=3, **kw)
     b = run("smoke_gunpoint", "nft", "smoke", seed=3, **kw)
     c = run("smoke_gunpoint", "nft", "smoke", seed=4, **kw)
@@ -56,8 +50,8 @@ def test_same_seed_gives_identical_metrics_and_another_seed_differs():
 
 
 @pytest.mark.slow
-def test_resume_after_interruption_reaches_the_uninterrupted_result(tmp_path):
-    splits = small_splits("smoke_advection")
+def test_resume_after_interruption_reaches_the_uninterrupted_result(small_splits, tmp_path):
+    splits = small_splits("smoke_advection", 48, 32, pick="first")
     full = run("smoke_advection", "nft", "smoke", epochs=3, progress=False, splits=splits,
                out=tmp_path / "full")
 
@@ -111,8 +105,8 @@ def test_nan_loss_stops_with_epoch_and_step(tmp_path):
     assert "checkpoint" not in str(err.value) and not (tmp_path / "checkpoint.pt").exists()
 
 
-def test_nan_inputs_are_rejected_before_training():
-    splits = small_splits("smoke_gunpoint")
+def test_nan_inputs_are_rejected_before_training(small_splits):
+    splits = small_splits("smoke_gunpoint", 48, 32, pick="first")
     x, y = splits["train"]
     x = x.copy()
     x[0, 0, 5] = np.nan

@@ -269,8 +269,6 @@ class Body(nn.Module):
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Body output tokens; ``attention_mask`` (B, N), 1 for real tokens, keeps padded
         positions out of every attention (text bodies; None: all positions attend)."""
-        from crossmodal.errors import InvalidInputError
-
         if tokens.dim() != 3 or tokens.shape[-1] != self.hidden_size:
             raise InvalidInputError(
                 f"body {self.name} expects tokens (B, N, {self.hidden_size}), got "

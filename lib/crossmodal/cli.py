@@ -18,6 +18,10 @@ from pathlib import Path
 
 from crossmodal.errors import CrossmodalError
 
+# Each command imports what it needs inside its function: ``crossmodal --help`` and the data
+# commands must not pay for torch, transformers and accelerate (seconds) that only ``run``
+# needs. This is the one module of the kit that imports lazily for that reason.
+
 
 def _parse_options(items: list[str] | None) -> dict[str, str]:
     """``["k=v", ...]`` -> ``{k: "v"}``; :func:`crossmodal.runner.run` parses each value
@@ -31,12 +35,9 @@ def _parse_options(items: list[str] | None) -> dict[str, str]:
 def _data_present(task, root: Path) -> str:
     if task.offline:
         return "offline"
-    try:
-        from crossmodal.data import presence
+    from crossmodal.data import presence
 
-        return "yes" if presence.is_present(task.key, root) else "no"
-    except (ImportError, AttributeError):
-        return "?"
+    return "yes" if presence.is_present(task, root) else "no"
 
 
 def cmd_tasks(args) -> int:

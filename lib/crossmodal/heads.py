@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crossmodal.errors import InvalidInputError
+
 
 class PooledLinearHead(nn.Module):
     """Average-pool over the sequence, then a linear layer D -> K (PaRe A.2, ORCA)."""
@@ -170,8 +172,6 @@ class TargetDecodedHead(nn.Module):
         """Set :math:`\\mu` and :math:`\\sigma + \\epsilon` from training targets ``(n, *out)``."""
         y = torch.as_tensor(targets, dtype=torch.float32)
         if tuple(y.shape[1:]) != tuple(self.mean.shape) or len(y) < 2:
-            from crossmodal.errors import InvalidInputError
-
             raise InvalidInputError(f"target normaliser: need >= 2 targets of shape "
                                     f"{tuple(self.mean.shape)}, got {tuple(y.shape)}")
         self.mean.copy_(y.mean(0).to(self.mean))

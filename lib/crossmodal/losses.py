@@ -37,7 +37,7 @@ from torch import Tensor
 from crossmodal.errors import InvalidInputError, unknown_name
 
 #: A task loss: ``loss(pred, target)`` returns a scalar tensor that can be back-propagated.
-LossFn = Callable[[Tensor, Tensor], Tensor]
+PredictionLoss = Callable[[Tensor, Tensor], Tensor]
 
 
 def _same_shape(pred: Tensor, target: Tensor, loss: str) -> None:
@@ -198,7 +198,7 @@ def nrmse(pred: Tensor, target: Tensor, *, eps: float = 1e-12) -> Tensor:
 
 
 #: Every loss by name.
-LOSSES: dict[str, LossFn] = {
+LOSSES: dict[str, PredictionLoss] = {
     "cross_entropy": cross_entropy,
     "focal": focal,
     "nrmse": nrmse,
@@ -210,7 +210,7 @@ LOSSES: dict[str, LossFn] = {
 }
 
 
-def get_loss(name: str, **options) -> LossFn:
+def get_loss(name: str, **options) -> PredictionLoss:
     """The loss registered as ``name``, with keyword ``options`` bound (e.g. ``pos_weight``).
 
     Raises
@@ -236,6 +236,6 @@ def get_loss(name: str, **options) -> LossFn:
     return partial(fn, **options)
 
 
-def task_loss(task) -> LossFn:
+def task_loss(task) -> PredictionLoss:
     """The training loss of a task: ``get_loss(task.loss, **task.loss_options)``."""
     return get_loss(task.loss, **dict(getattr(task, "loss_options", None) or {}))

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from crossmodal.errors import CrossmodalError, InvalidInputError
+from crossmodal.notebook import fmt_value
+from crossmodal.profiles import get_profile
 
 KERNEL = "crossmodal"
 PROFILE_ORDER = ("smoke", "lab", "paper")
@@ -153,8 +155,6 @@ def reproduce(
     oversubscribing it. The longest notebooks (by the wall time of their last report)
     start first, so the total is close to max(longest, sum / workers).
     """
-    from crossmodal.profiles import get_profile
-
     profile = get_profile(profile).name
     notebooks, reports = Path(notebooks), Path(reports)
     names = select_notebooks(list_notebooks(notebooks), only)
@@ -250,8 +250,6 @@ def write_index(reports: str | Path,
     ``status`` ({profile: {notebook: {"ok", "seconds", "error"}}}) adds this run's wall times
     and failures; folders not run this time keep the state their files show.
     """
-    from crossmodal.notebook import fmt_value
-
     reports = Path(reports)
     status = status or {}
     entries = collect_reports(reports)

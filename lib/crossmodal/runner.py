@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from crossmodal.data.pdebench import spec_for_splits
+from crossmodal.data.fixtures import is_fixture_root
 from crossmodal.data.root import data_root as resolve_data_root
 from crossmodal.errors import InvalidInputError
-from crossmodal.methods import RunContext, get_method
+from crossmodal.methods import METHODS, RunContext, get_method
 from crossmodal.metrics import get_metric
 from crossmodal.models import build_model, fit_target_normalizer
 from crossmodal.profiles import (
@@ -34,10 +34,12 @@ from crossmodal.profiles import (
     subset_sizes,
     train_defaults,
 )
+from crossmodal.protocol import resolve
 from crossmodal.reporting import package_versions, write_json_atomic
 from crossmodal.runlock import RunLock, clean_stale_temporaries
 from crossmodal.runstate import CHECKPOINT, plan_run, run_fingerprint
-from crossmodal.tasks import Splits, TaskSpec, get_task
+from crossmodal.tasks import Splits, TaskSpec, get_task, spec_for_splits
+from crossmodal.tracking import check_tracker, project_config
 from crossmodal.training import TrainConfig, fit, resolve_device, seed_everything
 from crossmodal.validation import (
     check_input_shapes,
@@ -104,8 +106,6 @@ def model_options(model_kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def typed_method_options(method: str, options: dict[str, Any] | None) -> dict[str, Any]:
     """``options`` parsed/checked against the method's config field types (before any work)."""
-    from crossmodal.methods import METHODS
-
     get_method(method)  # an unknown method name: the error that lists the valid ones
     return coerce_options(METHODS[method].config_class, options, flag="-o",
                           label=f"option {{name}} of method {method!r}")
@@ -175,8 +175,6 @@ def protocol_for(spec: TaskSpec, method: str, profile: str):
     It supplies the method's stage settings, the model's token count, dropout and embedder
     initialisation, and is recorded in ``results.json`` under ``config.protocol``.
     """
-    from crossmodal.protocol import resolve
-
     return resolve(spec, method, profile) if profile == "paper" else None
 
 
@@ -195,8 +193,6 @@ def dry_run_options(limit_batches: int | None, batch_size: int | None) -> dict[s
 
 def data_source_kind(root: Path | None, *, given: bool) -> str:
     """``"in-memory"`` (splits passed in), ``"fixture"`` (a fixture root) or ``"files"``."""
-    from crossmodal.data.fixtures import is_fixture_root
-
     if given:
         return "in-memory"
     return "fixture" if is_fixture_root(root) else "files"
@@ -268,8 +264,6 @@ def run(
     # one device for every stage (fit's accelerate picks the same one from cfg.device)
     device = resolve_device(cfg.device)
     if log_with is not None:  # fail before any training: unknown or not installed
-        from crossmodal.tracking import check_tracker, project_config
-
         cfg.log_with = check_tracker(log_with)
         project_config(out, log_with)
     seed_everything(seed, cfg.num_threads)
@@ -300,18 +294,11 @@ def run(
                                                   and saved.get("keep_checkpoint"))
     wanted = proto.model_kwargs() if proto else {}
     applied = model_options(wanted)
-    model = build_model(spec, body_name, seed=seed, **applied)
-    fit_target_normalizer(model, splits["train"][1])  # ORCA's Darcy Flow decoder; else no-op
-    m.prepare(model, spec, ctx)
-    # every stage runs on the one device of the run (fit's accelerator picks the same one)
-    ctx.place(model)
-
-    extra_state: dict[str, Any] = {}
+    # 1. build: the model, the method's structural changes, on the run's one device
+    model = build_step(spec, m, body_name, seed, splits, ctx, applied)
+    # 2. stage 1 (skipped on resume: its result is in the checkpoint)
     resuming = plan == "resume"
-    if not resuming:
-        extra_state["method_report"] = m.pretrain(model, spec, splits, ctx) or {}
-        extra_state["stages"] = ctx.stages  # where each stage-1 loop ran (kept on resume)
-
+    extra_state = {} if resuming else stage_one_step(m, model, spec, splits, ctx)
     probes: list[dict] = []
 
     def _probe(record: dict | None = None) -> None:
@@ -321,19 +308,11 @@ def run(
 
     if not resuming:
         _probe()
-    trainable = {id(p) for p in m.trainable_parameters(model)}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in trainable)
-    history = fit(
-        model, spec, splits, cfg, out_dir,
-        loss_fn=m.loss_fn(spec),
-        params=[p for p in model.parameters() if p.requires_grad],
-        resume=resume,
-        extra_state=extra_state,
-        on_epoch_end=_probe if probe is not None else None,
-        run_config=fingerprint,
-        remove_checkpoint=False,  # removed below, once results.json is safely written
-    )
+    # 3. fine-tune what the method trains
+    history = finetune_step(m, model, spec, splits, cfg, out_dir, resume=resume,
+                            extra_state=extra_state, fingerprint=fingerprint,
+                            on_epoch_end=_probe if probe is not None else None)
+    # 4. record: results.json, then the checkpoint goes
     metric = get_metric(spec.metric)
     values = [h["test_metric"] for h in history]
     best = min(values) if metric.lower_is_better else max(values)
@@ -372,11 +351,57 @@ def run(
         "versions": package_versions(),
         "status": "complete",
     }
-    if out_dir is not None and int(os.environ.get("RANK", "0")) == 0:  # one writer
+    record_step(result, out_dir, keep_checkpoint)
+    return result
+
+
+def build_step(spec: TaskSpec, m, body_name: str, seed: int, splits: Splits, ctx: RunContext,
+               model_kwargs: dict[str, Any]):
+    """Step 1 of a run: the model of ``spec`` with the method's structural changes
+    (:meth:`Method.prepare`), placed on the run's one device ``ctx.device`` (every stage runs
+    there; ``fit``'s accelerator picks the same one, :func:`resolve_device`)."""
+    model = build_model(spec, body_name, seed=seed, **model_kwargs)
+    fit_target_normalizer(model, splits["train"][1])  # ORCA's Darcy Flow decoder; else no-op
+    m.prepare(model, spec, ctx)
+    ctx.place(model)
+    return model
+
+
+def stage_one_step(m, model, spec: TaskSpec, splits: Splits, ctx: RunContext) -> dict[str, Any]:
+    """Step 2: the method's stage before fine-tuning (:meth:`Method.before_finetune`); returns
+    the state that goes into every checkpoint (its report, where each stage loop ran)."""
+    report = m.before_finetune(model, spec, splits, ctx) or {}
+    return {"method_report": report, "stages": ctx.stages}
+
+
+def finetune_step(m, model, spec: TaskSpec, splits: Splits, cfg: TrainConfig,
+                  out_dir: Path | None, *, resume: bool, extra_state: dict[str, Any],
+                  fingerprint: dict[str, Any],
+                  on_epoch_end: Callable[[dict], None] | None) -> list[dict]:
+    """Step 3: :func:`crossmodal.training.fit` on the parameters the method trains (only those
+    require gradients), with its loss; the checkpoint stays until :func:`record_step`."""
+    trainable = {id(p) for p in m.trainable_parameters(model)}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+    return fit(
+        model, spec, splits, cfg, out_dir,
+        loss_fn=m.loss_fn(spec),
+        params=[p for p in model.parameters() if p.requires_grad],
+        resume=resume,
+        extra_state=extra_state,
+        on_epoch_end=on_epoch_end,
+        run_config=fingerprint,
+        remove_checkpoint=False,  # removed by record_step, once results.json is written
+    )
+
+
+def record_step(result: dict[str, Any], out_dir: Path | None, keep_checkpoint: bool) -> None:
+    """Step 4: ``results.json`` (one writer under a launch), then the checkpoint is removed
+    unless it is to be kept: a crash in between loses nothing."""
+    if out_dir is not None and int(os.environ.get("RANK", "0")) == 0:
         write_json_atomic(result, out_dir / "results.json")
         if not keep_checkpoint:
             (out_dir / CHECKPOINT).unlink(missing_ok=True)
-    return result
 
 
 def _n_tokens(model, spec: TaskSpec) -> int | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from crossmodal.errors import InvalidInputError
+from crossmodal.reporting import _default
 
 #: Training settings that do not change a run's numbers (beyond the last digits for
 #: ``num_threads``): they may differ between the interrupted run and its resumption.
@@ -34,8 +35,6 @@ Plan = Literal["fresh", "resume", "finished"]
 
 def _jsonable(obj: Any) -> Any:
     """The value as JSON would give it back (tuples -> lists, numpy scalars -> numbers)."""
-    from crossmodal.reporting import _default
-
     return json.loads(json.dumps(obj, default=_default))
 
 

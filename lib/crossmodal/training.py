@@ -41,6 +41,16 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from crossmodal import tracking
 from crossmodal.errors import InvalidInputError, NonFiniteLossError, unknown_name
+from crossmodal.losses import task_loss
+from crossmodal.metrics import get_metric
+from crossmodal.runstate import (
+    NON_RESULT_TRAIN_KEYS,
+    config_differences,
+    fingerprint_of_checkpoint,
+    load_checkpoint,
+    mismatch_error,
+)
+from crossmodal.validation import check_out_dir
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "linear", "cosine", "warmup_linear")
@@ -346,13 +356,13 @@ class TrainState:
     extra: dict = field(default_factory=dict)
 
 
-LossFn = Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor], TrainState], torch.Tensor]
+#: A training step's loss, what a method gives ``fit``: ``loss(model, (x, y), state)``
+#: returns a scalar tensor (unlike :data:`crossmodal.losses.PredictionLoss`, ``loss(pred, y)``).
+StepLoss = Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor], TrainState], torch.Tensor]
 
 
-def task_loss_fn(task) -> LossFn:
+def task_loss_fn(task) -> StepLoss:
     """The plain supervised loss of a task: ``loss(model(x), y)``."""
-    from crossmodal.losses import task_loss
-
     loss = task_loss(task)
 
     def fn(model, batch, state):
@@ -387,8 +397,6 @@ def predict(model: nn.Module, loader, accelerator=None,
 def evaluate(model: nn.Module, task, loader, accelerator=None,
              limit_batches: int | None = None) -> float:
     """The task metric (in the paper's units) on a loader (or its first ``limit_batches``)."""
-    from crossmodal.metrics import get_metric
-
     pred, target = predict(model, loader, accelerator, limit_batches)
     return float(get_metric(task.metric).fn(pred, target))
 
@@ -434,12 +442,6 @@ def resume_differences(saved: dict, cfg: TrainConfig, run_config: dict | None = 
     numbers (see :data:`crossmodal.runstate.NON_RESULT_TRAIN_KEYS`) and, when both sides
     have one, the run's full configuration fingerprint (task, method, options, seed, ...).
     """
-    from crossmodal.runstate import (
-        NON_RESULT_TRAIN_KEYS,
-        config_differences,
-        fingerprint_of_checkpoint,
-    )
-
     diffs = config_differences(
         {f"train.{k}": v for k, v in saved.get("config", {}).items()
          if k not in NON_RESULT_TRAIN_KEYS},
@@ -456,6 +458,47 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def save_checkpoint(path: Path, epoch: int, model: nn.Module, optimizer, scheduler,
+                    history: list[dict], cfg: TrainConfig, extra_state: dict | None,
+                    run_config: dict | None) -> None:
+    """The state after ``epoch`` (model, optimiser, schedule, history, settings, the method's
+    ``extra_state``, the run's fingerprint), written atomically (a crash leaves the old one)."""
+    _atomic_save({
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "history": history,
+        "config": asdict(cfg),
+        "extra_state": extra_state or {},
+        **({"run_config": run_config} if run_config is not None else {}),
+    }, path)
+
+
+def restore_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, cfg: TrainConfig,
+                       run_config: dict | None, extra_state: dict | None
+                       ) -> tuple[list[dict], int]:
+    """Load a checkpoint into ``model``, ``optimizer`` and ``scheduler`` (and ``extra_state``);
+    returns its history and the epoch to continue from.
+
+    A checkpoint written with other settings is refused, naming them (its results would be
+    labelled with settings that never ran). ``metrics.jsonl`` beside it is rewritten from the
+    checkpoint's history: a crash between the two writes may have left later epochs in it.
+    """
+    ckpt = load_checkpoint(path)
+    diffs = resume_differences(ckpt, cfg, run_config)
+    if diffs:
+        raise mismatch_error(path, diffs)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    history = ckpt["history"]
+    (path.parent / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    if extra_state is not None:
+        extra_state.update(ckpt.get("extra_state", {}))
+    return history, ckpt["epoch"] + 1
+
+
 def fit(
     model: nn.Module,
     task,
@@ -463,7 +506,7 @@ def fit(
     cfg: TrainConfig,
     out_dir: str | Path | None = None,
     *,
-    loss_fn: LossFn | None = None,
+    loss_fn: StepLoss | None = None,
     params: Iterable[nn.Parameter] | None = None,
     resume: bool = False,
     extra_state: dict | None = None,
@@ -505,8 +548,6 @@ def fit(
     seed_everything(cfg.seed, cfg.num_threads)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        from crossmodal.validation import check_out_dir
-
         check_out_dir(out)  # a file or a read-only folder: a clear error, not a traceback
     ckpt_path = out / "checkpoint.pt" if out is not None else None
     loss_fn = loss_fn or task_loss_fn(task)
@@ -558,22 +599,9 @@ def fit(
     history: list[dict] = []
     start_epoch = 0
     if resume and ckpt_path is not None and ckpt_path.exists():
-        from crossmodal.runstate import load_checkpoint, mismatch_error
-
-        ckpt = load_checkpoint(ckpt_path)
-        diffs = resume_differences(ckpt, cfg, run_config)
-        if diffs:  # e.g. another seed or lr: its results would be labelled with settings
-            raise mismatch_error(ckpt_path, diffs)  # that never ran
-        accelerator.unwrap_model(model).load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        history = ckpt["history"]
-        start_epoch = ckpt["epoch"] + 1
-        # The log may hold epochs after the checkpoint (a crash between the two writes):
-        # rewrite it from the checkpoint's history so that each epoch appears once.
-        (out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
-        if extra_state is not None:
-            extra_state.update(ckpt.get("extra_state", {}))
+        history, start_epoch = restore_checkpoint(
+            ckpt_path, accelerator.unwrap_model(model), optimizer, scheduler, cfg, run_config,
+            extra_state)
     elif out is not None and (out / "metrics.jsonl").exists():
         accelerator.wait_for_everyone()  # every process has seen the old log before it goes
         if accelerator.is_main_process:
@@ -618,7 +646,10 @@ def fit(
             if (step + 1) % cfg.grad_accum == 0 or (last and not drop_partial):
                 average_gradients(p for g in optimizer.param_groups for p in g["params"])
                 if cfg.clip_grad is not None and cfg.clip_grad > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                    # the norm of what this optimiser updates: a frozen part's stale gradient
+                    # (e.g. of a stage before fine-tuning) is not in it
+                    accelerator.clip_grad_norm_(
+                        [p for g in optimizer.param_groups for p in g["params"]], cfg.clip_grad)
                 if cfg.log_with:  # the global optimiser step: a resumed run continues it
                     accelerator.log({"train/loss": loss.item(),
                                      "train/lr": optimizer.param_groups[0]["lr"]},
@@ -652,19 +683,8 @@ def fit(
         if out is not None and accelerator.is_main_process:
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
-            _atomic_save(
-                {
-                    "epoch": epoch,
-                    "model": accelerator.unwrap_model(model).state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "history": history,
-                    "config": asdict(cfg),
-                    "extra_state": extra_state or {},
-                    **({"run_config": run_config} if run_config is not None else {}),
-                },
-                ckpt_path,
-            )
+            save_checkpoint(ckpt_path, epoch, accelerator.unwrap_model(model), optimizer,
+                            scheduler, history, cfg, extra_state, run_config)
         if on_epoch_end is not None:
             on_epoch_end(record)
     if cfg.log_with:

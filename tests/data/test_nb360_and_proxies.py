@@ -170,21 +170,21 @@ def test_missing_nb360_data_names_both_fetch_commands(key, tmp_path):
 
 
 def test_presence(tmp_path):
-    assert presence.is_present("smoke_digits", tmp_path)
-    assert not presence.is_present("Advection1D", tmp_path)
-    assert not presence.is_present("NinaPro", tmp_path)
+    assert presence.is_present(get_task("smoke_digits"), tmp_path)
+    assert not presence.is_present(get_task("Advection1D"), tmp_path)
+    assert not presence.is_present(get_task("NinaPro"), tmp_path)
     gen = tmp_path / "pdebench" / "gen_1D_Advection_Sols_beta0.4.hdf5"
     gen.parent.mkdir(parents=True)
     gen.write_bytes(b"")
-    assert presence.is_present("Advection1D", tmp_path)
+    assert presence.is_present(get_task("Advection1D"), tmp_path)
     paths = [tmp_path / f.path for f in Manifest.load().get("NinaPro").files]
     for p in paths[:-1]:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"")
     paths[-1].with_name(paths[-1].name + ".part").write_bytes(b"")
-    assert not presence.is_present("NinaPro", tmp_path)  # a .part is not a file
+    assert not presence.is_present(get_task("NinaPro"), tmp_path)  # a .part is not a file
     paths[-1].write_bytes(b"")
-    assert presence.is_present("NinaPro", tmp_path)
+    assert presence.is_present(get_task("NinaPro"), tmp_path)
 
 
 def test_manifest_covers_the_papers_tasks_and_proxies():

@@ -12,7 +12,7 @@ import pytest
 
 from crossmodal.data import pde, pdebench
 from crossmodal.errors import DataMissingError
-from crossmodal.tasks import get_task
+from crossmodal.tasks import get_task, spec_for_splits
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -273,8 +273,8 @@ def test_real_file_is_preferred_over_generated(tmp_path):
 def test_spec_follows_the_size_of_generated_data(tmp_path):
     pdebench.generate_task_file("darcy2d", tmp_path, n_samples=10, resolution=8)
     spec = get_task("DarcyFlow2D")
-    adapted = pdebench.spec_for_splits(spec, spec.load(tmp_path))
+    adapted = spec_for_splits(spec, spec.load(tmp_path))
     assert adapted.input_shape == (1, 8, 8) and adapted.output_shape == (1, 8, 8)
     assert adapted.image_size == 8 and adapted.key == spec.key
     digits = get_task("smoke_digits")
-    assert pdebench.spec_for_splits(digits, digits.load(tmp_path)) is digits
+    assert spec_for_splits(digits, digits.load(tmp_path)) is digits

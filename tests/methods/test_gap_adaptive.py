@@ -204,7 +204,7 @@ def test_version_a_loss_uses_the_source_loss_only_when_weighted(gunpoint, weight
     fn = m.loss_fn(model.task)
     with pytest.raises(InvalidInputError, match="never measured"):
         fn(model, (torch.as_tensor(x[:4]), torch.as_tensor(y[:4])), TrainState(epochs=2))
-    report = m.pretrain(model, model.task, {"train": (x, y)}, RunContext(seed=0))
+    report = m.before_finetune(model, model.task, {"train": (x, y)}, RunContext(seed=0))
     assert report["gap_distance"] == "otdd" and report["gap"] > 1e-6
     model.zero_grad()
     state = TrainState(epoch=0, epochs=2)
@@ -216,12 +216,6 @@ def test_version_a_loss_uses_the_source_loss_only_when_weighted(gunpoint, weight
 
 
 # -- end to end --------------------------------------------------------------------------------
-def small_splits(key: str, n_train: int = 32, n_test: int = 16):
-    splits = get_task(key).load("unused")
-    return {"train": tuple(a[:n_train] for a in splits["train"]),
-            "test": tuple(a[:n_test] for a in splits["test"])}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("key, method, options, distance", [
     ("smoke_gunpoint", "gap_adaptive_a", {}, "otdd"),
@@ -230,10 +224,10 @@ def small_splits(key: str, n_train: int = 32, n_test: int = 16):
     ("smoke_gunpoint", "gap_adaptive_b", {}, None),
     ("smoke_digits", "gap_adaptive_b", {"freeze_embedder": True, "contrastive_epochs": 1}, None),
 ])
-def test_gap_adaptive_runs_two_epochs_end_to_end_and_writes_results(key, method, options,
+def test_gap_adaptive_runs_two_epochs_end_to_end_and_writes_results(small_splits, key, method, options,
                                                                     distance, tmp_path):
     r = run(key, method, "smoke", epochs=2, out=tmp_path, progress=False,
-            splits=small_splits(key), method_options={"proxy_samples": 128, **options})
+            splits=small_splits(key, 32, 16, pick="first"), method_options={"proxy_samples": 128, **options})
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["method"] == method and saved["task"] == key and len(saved["epochs"]) == 2
     assert math.isfinite(saved["final_metric"]) and saved["final_metric"] == r["final_metric"]

@@ -27,13 +27,7 @@ from crossmodal.methods.recraft import (
     relative_gap,
     select_kappa,
 )
-from crossmodal.runner import run, subsample
-from crossmodal.tasks import get_task
-
-
-def small_splits(key: str, n_train: int = 24, n_test: int = 16):
-    return subsample(get_task(key).load("unused"), n_train, n_test, seed=0)
-
+from crossmodal.runner import run
 
 # ------------------------------------------------------------------ MoNA: Algorithm 2 study
 
@@ -147,7 +141,7 @@ def test_schedule_table_is_the_k_of_a_run():
 # ----------------------------------------------------------------- runs with probes
 
 
-def test_the_runner_calls_a_probe_before_fine_tuning_and_after_every_epoch():
+def test_the_runner_calls_a_probe_before_fine_tuning_and_after_every_epoch(small_splits):
     calls = []
 
     def probe(model, method, task, splits, record):
@@ -165,11 +159,11 @@ def test_the_runner_calls_a_probe_before_fine_tuning_and_after_every_epoch():
 
 
 @pytest.mark.slow
-def test_bound_probe_gives_the_bound_of_the_trained_model():
+def test_bound_probe_gives_the_bound_of_the_trained_model(small_splits):
     fast = dict(proxy_samples=40, recal_epochs=30, fa_epochs=1, fld_epochs=1,
                 stage1_samples=16, stage1_batch_size=8)
     r = run("smoke_gunpoint", "recraft", "smoke", epochs=1, progress=False,
-            splits=small_splits("smoke_gunpoint"), method_options=fast, probe=BoundProbe(),
+            splits=small_splits("smoke_gunpoint", 24, 16), method_options=fast, probe=BoundProbe(),
             train_options={"num_threads": 1, "batch_size": 8})
     assert [p["epoch"] for p in r["probes"]] == [0, 1]
     last = r["probes"][-1]
@@ -184,10 +178,10 @@ def test_bound_probe_gives_the_bound_of_the_trained_model():
 
 
 @pytest.mark.slow
-def test_discrepancy_probe_measures_each_epoch_and_skips_tasks_it_cannot_measure():
+def test_discrepancy_probe_measures_each_epoch_and_skips_tasks_it_cannot_measure(small_splits):
     probe = DiscrepancyProbe(trials=20, proxy_samples=40)
     r = run("smoke_gunpoint", "nft", "smoke", epochs=1, progress=False, probe=probe,
-            splits=small_splits("smoke_gunpoint"), train_options={"num_threads": 1})
+            splits=small_splits("smoke_gunpoint", 24, 16), train_options={"num_threads": 1})
     first, last = r["probes"]
     assert (first["epoch"], last["epoch"]) == (0, 1)
     for p in (first, last):
@@ -206,8 +200,8 @@ def test_discrepancy_probe_measures_each_epoch_and_skips_tasks_it_cannot_measure
 
 
 @pytest.mark.slow
-def test_estimate_task_gap_equals_the_gap_of_a_full_run():
-    splits = small_splits("smoke_gunpoint")
+def test_estimate_task_gap_equals_the_gap_of_a_full_run(small_splits):
+    splits = small_splits("smoke_gunpoint", 24, 16)
     opts = dict(proxy_samples=40, gap_samples=20)
     rep = estimate_task_gap("smoke_gunpoint", splits=splits, seed=1, **opts)
     r = run("smoke_gunpoint", "gap_adaptive_a", "smoke", epochs=1, seed=1, progress=False,
@@ -219,7 +213,7 @@ def test_estimate_task_gap_equals_the_gap_of_a_full_run():
     assert mmd["gap_distance"] == "mmd" and mmd["gap"] != rep["gap"]
     assert mmd["gaps"]["otdd"] == pytest.approx(rep["gap"], rel=1e-6)
     assert mmd["gaps"]["mmd"] == pytest.approx(mmd["gap"], rel=1e-6)
-    dense = estimate_task_gap("smoke_advection", splits=small_splits("smoke_advection"),
+    dense = estimate_task_gap("smoke_advection", splits=small_splits("smoke_advection", 24, 16),
                               distances=("otdd", "auto"), **opts)
     assert dense["gap_distance"] == "mmd" and dense["gaps"]["otdd"] is None
     assert dense["gaps"]["auto"] == pytest.approx(dense["gap"], rel=1e-6)

@@ -21,7 +21,7 @@ from crossmodal.methods.mona import (
     uniformity_loss,
     virtual_step,
 )
-from crossmodal.runner import run, subsample
+from crossmodal.runner import run
 from crossmodal.tasks import get_task
 
 # ------------------------------------------------------------- alignment and uniformity
@@ -232,17 +232,13 @@ def test_config_is_validated():
 # ------------------------------------------------------------------------ end to end
 
 
-def small_splits(key: str, n_train: int = 32, n_test: int = 24):
-    return subsample(get_task(key).load("unused"), n_train, n_test, seed=0)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("key", ["smoke_gunpoint", "smoke_digits"])
-def test_mona_runs_end_to_end_and_records_the_share_of_the_outer_gradient(key, tmp_path):
+def test_mona_runs_end_to_end_and_records_the_share_of_the_outer_gradient(small_splits, key, tmp_path):
     opts = dict(meta_steps=2, meta_batch_size=8, source_batch_size=4, proxy_samples=24,
                 discrepancy_trials=20)
     r = run(key, "mona", "smoke", epochs=2, out=tmp_path, progress=False,
-            splits=small_splits(key), method_options=opts, train_options={"batch_size": 16})
+            splits=small_splits(key, 32, 24), method_options=opts, train_options={"batch_size": 16})
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["method"] == "mona" and len(saved["epochs"]) == 2
     assert math.isfinite(saved["final_metric"]) and saved["final_metric"] == r["final_metric"]
@@ -262,7 +258,7 @@ def test_mona_runs_end_to_end_and_records_the_share_of_the_outer_gradient(key, t
 
 @pytest.mark.slow
 @pytest.mark.parametrize("train_head", [False, True])
-def test_stage_one_updates_only_the_embedder_unless_asked(train_head):
+def test_stage_one_updates_only_the_embedder_unless_asked(small_splits, train_head):
     from crossmodal.models import build_model
 
     task = get_task("smoke_gunpoint")
@@ -273,7 +269,7 @@ def test_stage_one_updates_only_the_embedder_unless_asked(train_head):
     head0 = [p.detach().clone() for p in model.head.parameters()]
     emb0 = [p.detach().clone() for p in model.embedder.parameters()]
     body0 = [p.detach().clone() for p in model.body.parameters()]
-    m.pretrain(model, task, small_splits("smoke_gunpoint", 8, 4), RunContext(progress=False))
+    m.before_finetune(model, task, small_splits("smoke_gunpoint", 8, 4), RunContext(progress=False))
     moved = lambda new, old: any(not torch.equal(a, b) for a, b in zip(new, old))  # noqa: E731
     assert moved(list(model.embedder.parameters()), emb0)
     assert moved(list(model.head.parameters()), head0) == train_head

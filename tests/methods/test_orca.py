@@ -13,12 +13,8 @@ from crossmodal.errors import InvalidInputError
 from crossmodal.methods import RunContext, get_method
 from crossmodal.methods.orca import alignment_labels, pseudo_labels
 from crossmodal.models import build_model
-from crossmodal.runner import run, subsample
+from crossmodal.runner import run
 from crossmodal.tasks import get_task
-
-
-def small_splits(key: str, n_train: int = 60, n_test: int = 20):
-    return subsample(get_task(key).load("unused"), n_train, n_test, seed=0)
 
 
 def test_pseudo_labels_cluster_continuous_targets_deterministically():
@@ -77,14 +73,14 @@ def test_bad_options_are_explained():
 
 
 @pytest.mark.parametrize("score", ["otdd", "mmd", "l2", "mean_l2", "mmd_multiscale"])
-def test_each_alignment_score_trains_the_embedder_and_goes_down(score):
+def test_each_alignment_score_trains_the_embedder_and_goes_down(small_splits, score):
     from crossmodal.methods.orca import AlignmentScore, embedded_features
     from crossmodal.proxies import load_proxy, source_features
 
     model = build_model("smoke_gunpoint", "minilm")
     before = [p.detach().clone() for p in model.embedder.parameters()]
     body_before = [p.detach().clone() for p in model.body.parameters()]
-    splits = small_splits("smoke_gunpoint")
+    splits = small_splits("smoke_gunpoint", 60, 20)
     # the score ORCA minimises, on the whole training set, before and after its alignment
     proxy = load_proxy("pydoc_topics", max_samples=300, seed=0)
     xs, ys = source_features(model.body, proxy), torch.as_tensor(proxy.labels)
@@ -102,7 +98,7 @@ def test_each_alignment_score_trains_the_embedder_and_goes_down(score):
     start = total_score()
     method = get_method("orca", align_score=score, align_epochs=3, proxy_samples=300,
                         eval_samples=40)
-    report = method.pretrain(model, model.task, splits, RunContext(progress=False))
+    report = method.before_finetune(model, model.task, splits, RunContext(progress=False))
     assert len(report["alignment_curve"]) == 3
     assert all(math.isfinite(v) for v in report["alignment_curve"])
     assert total_score() < start, (score, start, total_score())
@@ -110,18 +106,18 @@ def test_each_alignment_score_trains_the_embedder_and_goes_down(score):
     assert all(torch.equal(a, b) for a, b in zip(body_before, model.body.parameters()))
 
 
-def test_no_alignment_leaves_the_embedder_alone():
+def test_no_alignment_leaves_the_embedder_alone(small_splits):
     model = build_model("smoke_gunpoint", "minilm")
     before = [p.detach().clone() for p in model.embedder.parameters()]
-    report = get_method("orca", align_score="none").pretrain(
-        model, model.task, small_splits("smoke_gunpoint"), RunContext(progress=False))
+    report = get_method("orca", align_score="none").before_finetune(
+        model, model.task, small_splits("smoke_gunpoint", 60, 20), RunContext(progress=False))
     assert "otdd_before" not in report
     assert all(torch.equal(a, b) for a, b in zip(before, model.embedder.parameters()))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", ["smoke_gunpoint", "smoke_digits", "smoke_advection"])
-def test_orca_end_to_end_alignment_lowers_otdd(key, tmp_path):
+def test_orca_end_to_end_alignment_lowers_otdd(small_splits, key, tmp_path):
     r = run(key, "orca", "smoke", epochs=1, out=tmp_path, progress=False,
             splits=small_splits(key, 96, 24),
             method_options={"align_epochs": 8, "proxy_samples": 500, "eval_samples": 96})

@@ -29,7 +29,7 @@ from crossmodal.methods.recraft import (
     w1_floor,
     wasserstein1,
 )
-from crossmodal.runner import run, subsample
+from crossmodal.runner import run
 from crossmodal.tasks import get_task
 
 # ------------------------------------------------------------------------------- FLD
@@ -417,21 +417,17 @@ def test_predictor_choice_and_stage2_parameters():
 # ------------------------------------------------------------------------ end to end
 
 
-def small_splits(key: str, n_train: int = 32, n_test: int = 24):
-    return subsample(get_task(key).load("unused"), n_train, n_test, seed=0)
-
-
 FAST = dict(proxy_samples=40, recal_epochs=60, fa_epochs=2, fld_epochs=1, stage1_samples=16,
             stage1_batch_size=8)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", ["smoke_gunpoint", "smoke_digits"])
-def test_recraft_runs_end_to_end_with_a_certified_frozen_source_head(key, tmp_path):
+def test_recraft_runs_end_to_end_with_a_certified_frozen_source_head(small_splits, key, tmp_path):
     from crossmodal.methods.recraft import BoundProbe
 
     r = run(key, "recraft", "smoke", epochs=2, out=tmp_path, progress=False,
-            splits=small_splits(key), method_options=FAST, probe=BoundProbe(),
+            splits=small_splits(key, 32, 24), method_options=FAST, probe=BoundProbe(),
             train_options={"batch_size": 16})
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["method"] == "recraft" and len(saved["epochs"]) == 2
@@ -453,7 +449,7 @@ def test_recraft_runs_end_to_end_with_a_certified_frozen_source_head(key, tmp_pa
 
 
 @pytest.mark.slow
-def test_bound_of_a_pretrained_model_on_held_out_target_data():
+def test_bound_of_a_pretrained_model_on_held_out_target_data(small_splits):
     from crossmodal.models import build_model
 
     task, ctx = get_task("smoke_gunpoint"), RunContext(progress=False)
@@ -461,7 +457,7 @@ def test_bound_of_a_pretrained_model_on_held_out_target_data():
     m = get_method("recraft", **FAST)
     model = build_model(task, "minilm")
     m.prepare(model, task, ctx)
-    m.pretrain(model, task, splits, ctx)
+    m.before_finetune(model, task, splits, ctx)
     b = m.bound(model, splits["test"])
     assert all(math.isfinite(v) for v in b.values())
     assert b["kappa"] == b["kappa_certified"] <= 0.5 + 1e-9 and b["w1"] > 0

@@ -13,12 +13,7 @@ import crossmodal.runner as runner
 from crossmodal.errors import NonFiniteLossError
 from crossmodal.methods import RunContext
 from crossmodal.methods._stage import Stage
-from crossmodal.runner import run, subsample
-from crossmodal.tasks import get_task
-
-
-def tiny(key: str, n_train: int = 24, n_test: int = 12):
-    return subsample(get_task(key).load("unused"), n_train, n_test, seed=0)
+from crossmodal.runner import run
 
 
 def test_a_non_finite_loss_names_the_stage_its_epoch_and_micro_batch_and_the_fix():
@@ -74,7 +69,7 @@ STAGES = {
 
 
 @pytest.mark.parametrize("method", sorted(STAGES))
-def test_every_stage_one_loop_runs_on_the_device_fit_uses(method, monkeypatch):
+def test_every_stage_one_loop_runs_on_the_device_fit_uses(method, monkeypatch, small_splits):
     options, names = STAGES[method]
     seen = {}
     real_fit = runner.fit
@@ -84,8 +79,9 @@ def test_every_stage_one_loop_runs_on_the_device_fit_uses(method, monkeypatch):
         return real_fit(model, *args, **kwargs)
 
     monkeypatch.setattr(runner, "fit", fit)
-    r = run("smoke_gunpoint", method, "smoke", epochs=1, progress=False, splits=tiny(
-        "smoke_gunpoint"), method_options=options, limit_batches=2)
+    r = run("smoke_gunpoint", method, "smoke", epochs=1, progress=False,
+            splits=small_splits("smoke_gunpoint", 24, 12), method_options=options,
+            limit_batches=2)
     assert [s["stage"] for s in r["stages"]] == names
     assert r["device"] == runner.resolve_device("auto")
     for s in r["stages"]:  # the stage's device, its parameters' and the model's: fit's one
@@ -94,13 +90,15 @@ def test_every_stage_one_loop_runs_on_the_device_fit_uses(method, monkeypatch):
 
 
 @pytest.mark.slow
-def test_recraft_bound_after_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+def test_recraft_bound_after_resume_equals_the_uninterrupted_run(tmp_path, monkeypatch,
+                                                                 small_splits):
     """The held-out proxy features live in the checkpoint: a resumed run (stage 1 skipped)
     still computes the bound, and the same one."""
     from crossmodal.methods.recraft import BoundProbe
 
     options = dict(STAGES["recraft"][0])
-    args = dict(epochs=2, progress=False, splits=tiny("smoke_gunpoint"), method_options=options)
+    args = dict(epochs=2, progress=False, splits=small_splits("smoke_gunpoint", 24, 12),
+                method_options=options)
     full = run("smoke_gunpoint", "recraft", "smoke", out=tmp_path / "full", probe=BoundProbe(),
                **args)
     real_fit = runner.fit
@@ -132,7 +130,7 @@ def test_recraft_bound_after_resume_equals_the_uninterrupted_run(tmp_path, monke
 ALIGN = {"align_epochs": 2, "proxy_samples": 60, "eval_samples": 20}
 
 
-def test_freeze_variants_share_one_alignment_bit_for_bit():
+def test_freeze_variants_share_one_alignment_bit_for_bit(small_splits):
     """Two runs that differ only in ``freeze`` align once; the second loads the first one's
     aligned embedder, and its run equals the same variant aligned on its own; another
     alignment setting does not hit."""
@@ -148,7 +146,7 @@ def test_freeze_variants_share_one_alignment_bit_for_bit():
         seen.append({k: v.clone() for k, v in embedder.state_dict().items()})
         return curve
 
-    args = dict(epochs=1, progress=False, splits=tiny("smoke_gunpoint"), seed=3)
+    args = dict(epochs=1, progress=False, splits=small_splits("smoke_gunpoint", 24, 12), seed=3)
     embedders = {}
 
     def capture(model, method, task, splits, record):

@@ -35,6 +35,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from crossmodal.data.manifest import FileSpec, human_size
+from crossmodal.data.root import is_fixture_root
 from crossmodal.errors import CrossmodalError
 
 __all__ = ["CHECKSUMS_FILE", "CorruptDataError", "check_file", "hash_file", "record",
@@ -154,8 +155,6 @@ def check_file(root: Path, rel: str, *, spec: FileSpec | None = None, generated:
     root = Path(root)
     path = root / rel
     st = path.stat()
-    from crossmodal.data.fixtures import is_fixture_root
-
     if is_fixture_root(root):
         # random data in the publishers' formats, by design unlike the manifest's files:
         # digests are computed (the caches key on them) but never recorded as real data's

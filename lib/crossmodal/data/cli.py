@@ -19,7 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from crossmodal.data.manifest import Manifest, human_size
+from crossmodal.data import cache, fixtures, hub, pdebench
+from crossmodal.data.fixtures import is_fixture_root, write_fixtures
+from crossmodal.data.manifest import GROUPS, Manifest, human_size
 from crossmodal.data.root import ENV_VAR, data_root
 from crossmodal.errors import CrossmodalError
 
@@ -97,9 +99,6 @@ def _manifest(args) -> Manifest:
 
 
 def cmd_list(args) -> int:
-    from crossmodal.data import hub
-    from crossmodal.data.manifest import GROUPS
-
     manifest, root = _manifest(args), data_root(args.root)
     group = GROUPS.get(args.group.lower(), args.group) if args.group else None
     rows = []
@@ -129,10 +128,7 @@ def _select(args, manifest: Manifest):
 
 
 def cmd_download(args) -> int:
-    from crossmodal.data import hub
-
     manifest, root = _manifest(args), data_root(args.root)
-    from crossmodal.data.fixtures import is_fixture_root
 
     if is_fixture_root(root):  # its files would count as "present" and never be fetched
         raise CrossmodalError(f"{root} is a fixture root (written by `crossmodal data "
@@ -169,10 +165,7 @@ def cmd_download(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from crossmodal.data import hub
-
     manifest, root = _manifest(args), data_root(args.root)
-    from crossmodal.data import fixtures
 
     if fixtures.is_fixture_root(root):  # never checksummed, never recorded, never "ok"
         print("\n".join(fixtures.describe(root)))
@@ -180,8 +173,6 @@ def cmd_verify(args) -> int:
     if args.names:
         entries = manifest.select(args.names)
     else:
-        from crossmodal.data import cache
-
         # every entry with files, generated stand-ins or a .npy cache under the root
         entries = [e for e in manifest
                    if any(i.state != "missing" for i in hub.plan([e], root))
@@ -201,7 +192,6 @@ def cmd_verify(args) -> int:
 def cmd_generate(args) -> int:
     import time
 
-    from crossmodal.data import pdebench
 
     root = data_root(args.root)
     # reject impossible sizes before solving anything
@@ -224,8 +214,6 @@ def cmd_generate(args) -> int:
 
 
 def cmd_fixtures(args) -> int:
-    from crossmodal.data.fixtures import write_fixtures
-
     root = data_root(args.root)
     written = write_fixtures(root, args.names or None, seed=args.seed)
     for name, paths in written.items():

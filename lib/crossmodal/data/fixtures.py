@@ -68,10 +68,13 @@ from pathlib import Path
 
 import numpy as np
 
+from crossmodal.data.manifest import Manifest
+from crossmodal.data.pdebench import get_spec, real_path
+from crossmodal.data.root import FIXTURE_MARKER, is_fixture_root
 from crossmodal.errors import InvalidInputError, unknown_name
 
 #: Name of the marker file at the root of a fixture data root.
-MARKER = "FIXTURES"
+MARKER = FIXTURE_MARKER  # the marker file of a fixture root (crossmodal.data.root)
 FIXTURE_VERSION = 1
 
 
@@ -87,11 +90,6 @@ def fixture_info(root: str | Path) -> dict | None:
         return json.loads(path.read_text("utf-8"))
     except (OSError, ValueError):
         return {"kind": "crossmodal-fixtures", "note": "unreadable marker"}
-
-
-def is_fixture_root(root: str | Path | None) -> bool:
-    """Whether ``root`` holds fixtures written by :func:`write_fixtures` (a marker exists)."""
-    return root is not None and (Path(root) / MARKER).exists()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -148,9 +146,7 @@ def _cifar_rows(rng, n: int) -> np.ndarray:
 
 
 def _pdebench(key: str, root: Path, rng, n: int = 20, n_t: int = 5) -> list[Path]:
-    import h5py
-
-    from crossmodal.data.pdebench import get_spec, real_path
+    import h5py  # lazy: HDF5 is needed only to write PDEBench fixtures
 
     spec = get_spec(key)
     path = real_path(key, root)
@@ -583,8 +579,6 @@ def write_fixtures(dest: str | Path, names: list[str] | None = None, *, seed: in
 
 def describe(root: str | Path) -> list[str]:
     """Lines of ``crossmodal data verify`` for a fixture root: which entries are fixtures."""
-    from crossmodal.data.manifest import Manifest
-
     root = Path(root)
     info = fixture_info(root) or {}
     lines = [f"{root} is a FIXTURE root ({MARKER} marker, written by `crossmodal data "

@@ -40,7 +40,7 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-from crossmodal.data import checksums
+from crossmodal.data import cache, checksums
 from crossmodal.data.checksums import CHECKSUMS_FILE, CorruptDataError, recorded_checksums
 from crossmodal.data.manifest import Entry, FileSpec, Manifest, human_size
 from crossmodal.errors import CrossmodalError
@@ -820,8 +820,6 @@ def verify(name: str | Entry, root: Path, *, manifest: Manifest | None = None,
         except CorruptDataError as err:
             report.files.append(FileStatus(rel, "mismatch", str(err)))
     if caches:
-        from crossmodal.data import cache
-
         for cdir in cache.cache_dirs(root, entry.group, entry.name):
             problems = cache.verify_cache(cdir)
             rel = str(cdir.relative_to(root))

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crossmodal.data import cache, checksums
+from crossmodal.data import cache, checksums, nb360_prepare
 from crossmodal.data.manifest import Manifest
 from crossmodal.errors import DataMissingError, InvalidInputError, unknown_name
 
@@ -260,8 +260,6 @@ def _read_prepared(key: str, root: Path) -> Splits:
     folder = Path(root) / "nb360" / key.lower() / "prepared"
     names = [f"{s}_{xy}.npy" for s in ("train", "test") for xy in ("x", "y")]
     if not all((folder / n).exists() for n in names):
-        from crossmodal.data import nb360_prepare
-
         try:  # the extracted raw files -> prepared arrays, once
             nb360_prepare.prepare(key, root)
         except DataMissingError as err:

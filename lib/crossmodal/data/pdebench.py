@@ -37,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from crossmodal.data import cache, checksums
+from crossmodal.data import cache, checksums, pde
 from crossmodal.data.checksums import CorruptDataError
+from crossmodal.data.manifest import Manifest
 from crossmodal.errors import DataMissingError, InvalidInputError, unknown_name
 
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
@@ -183,8 +184,6 @@ def verify_source(task: str, root: Path, path: Path, kind: str) -> dict:
         The file differs from the manifest or from its recorded checksum; the message names
         the file and the command that repairs it.
     """
-    from crossmodal.data.manifest import Manifest
-
     root = Path(root)
     rel = str(Path(path).relative_to(root))
     fspec = Manifest.load().find_file(rel) if kind == "real" else None
@@ -383,28 +382,6 @@ def load_pdebench(task: str, root: Path, *, resolution: int | None = None,
     return splits
 
 
-def spec_for_splits(spec, splits: Splits):
-    """The PDEBench task spec with the spatial size of the data actually loaded.
-
-    The registry describes the paper's files (1024 points in 1D, 128x128 in 2D); generated
-    files are usually smaller (256, 32x32), and the model must be built for what it is fed.
-    Other tasks, and data at the paper's size, return ``spec`` unchanged.
-    """
-    import dataclasses
-
-    x, y = splits["train"]
-    if spec.benchmark != "PDEBench" or tuple(x.shape[1:]) == tuple(spec.input_shape):
-        return spec
-    if x.shape[1] != spec.in_channels or x.ndim != len(spec.input_shape) + 1:
-        return spec  # let the model's input check report the mismatch
-    image_size = spec.image_size
-    if spec.modality == "2D" and image_size is not None:
-        image_size = min(image_size, int(x.shape[-1]))
-    return dataclasses.replace(spec, input_shape=tuple(int(n) for n in x.shape[1:]),
-                               output_shape=tuple(int(n) for n in y.shape[1:]),
-                               image_size=image_size)
-
-
 # --------------------------------------------------------------------------- generation
 
 
@@ -423,8 +400,6 @@ def generate_task_file(task: str, root: Path, *, n_samples: int = 256,
         ``n_samples`` below :data:`MIN_SAMPLES`, ``resolution`` below 2 or ``n_steps`` below
         2 (checked before any work), or a task without a generator.
     """
-    from crossmodal.data import pde
-
     spec = get_spec(task)
     validate_generate_options(n_samples=n_samples, resolution=resolution, n_steps=n_steps)
     if spec.generator is None:

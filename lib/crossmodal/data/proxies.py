@@ -1,4 +1,37 @@
-r"""The paper profile's proxy source datasets, read from the files ``crossmodal data download`` fetches.
+r"""Proxy source datasets: labelled data of the body's pretraining modality (the registry
+and the paper profile's proxy files).
+
+ORCA aligns the target embedding with a proxy dataset of the source modality; PaRe draws
+source patches from one; MoNA, RECRAFT and the gap-adaptive method compute source features
+and source losses on one. The proxy must match the body:
+
+=================  ==================================  ===================================
+body               smoke / lab profile (offline)       paper profile (``data_scripts``)
+=================  ==================================  ===================================
+text (MiniLM,      ``pydoc_topics``: sentences of the  ``conll2003`` (CoNLL-2003, as ORCA)
+RoBERTa)           help topics shipped with Python
+                   (``pydoc_data.topics``), labelled
+                   by topic group (5 classes)
+image (Swin)       ``digits``: scikit-learn digits     ``cifar10`` (as ORCA, PaRe, RECRAFT)
+=================  ==================================  ===================================
+
+How a proxy is embedded (f^s, :func:`crossmodal.features.source_tokens`): text through the body's tokenizer and
+pretrained word + position embeddings; images through the vision body's pretrained stem
+(Swin-base: bilinear resize to 224 x 224, the 4 x 4 patch convolution and its LayerNorm,
+3136 tokens of width 128), as ORCA embeds CIFAR-10 (after CIFAR-10's channel normalisation,
+``IMAGE_NORMS``). A text body cannot embed an image proxy and vice versa: that is a
+:class:`~crossmodal.errors.InvalidInputError` naming the matching proxies.
+
+``pydoc_topics`` is our offline stand-in for CoNLL-2003: real English technical prose that
+ships with every Python, so no download is needed; its labels (which part of the language
+reference a sentence documents) play the role of CoNLL's classes. It is documented as a
+substitute wherever it is used.
+
+The registry (:data:`PROXIES`, :func:`load_proxy`, :func:`default_proxy`) is below; how a
+proxy goes through a body (:func:`crossmodal.features.source_tokens`) is in
+:mod:`crossmodal.features`.
+
+The paper profile's proxies are read from the files ``crossmodal data download`` fetches:
 
 * ``cifar10`` (image bodies): the CIFAR-10 training batches of ``cifar-10-python.tar.gz``,
   images (n, 3, 32, 32) float32 in [0, 1], labels 0..9.
@@ -18,16 +51,176 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 import tarfile
 import zipfile
 from collections import Counter
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 
+from crossmodal.data import checksums
+from crossmodal.data.manifest import Manifest
 from crossmodal.data.root import data_root
 from crossmodal.errors import DataMissingError, InvalidInputError, unknown_name
-from crossmodal.proxies import ProxyData
+
+#: Topic groups of ``pydoc_data.topics`` used as labels of the text proxy.
+PYDOC_GROUPS: dict[str, tuple[str, ...]] = {
+    "statements": (
+        "assert", "assignment", "augassign", "break", "continue", "del", "global", "import",
+        "nonlocal", "pass", "raise", "return", "yield", "if", "for", "while", "try", "with",
+        "else", "compound", "async", "await",
+    ),
+    "expressions": (
+        "atom-identifiers", "atom-literals", "attribute-references", "binary", "bitwise",
+        "booleans", "calls", "comparisons", "exprlists", "in", "lambda", "operator-summary",
+        "power", "shifting", "slicings", "subscriptions", "unary", "conversions",
+    ),
+    "numbers": ("floating", "imaginary", "integers", "numbers", "numeric-types"),
+    "builtin-types": (
+        "dict", "lists", "strings", "string-methods", "formatstrings", "typesseq",
+        "typesseq-mutable", "typesmapping", "sequence-types", "types", "typesfunctions",
+        "typesmethods", "typesmodules", "bltin-code-objects", "bltin-ellipsis-object",
+        "bltin-null-object", "bltin-type-objects", "truth",
+    ),
+    "data-model": (
+        "attribute-access", "callable-types", "class", "context-managers", "customization",
+        "debugger", "dynamic-features", "exceptions", "execmodel", "function", "id-classes",
+        "identifiers", "naming", "objects", "specialattrs", "specialnames",
+    ),
+}
+
+
+@dataclass
+class ProxyData:
+    """A labelled proxy source dataset.
+
+    Exactly one of ``texts`` (text proxies) and ``images`` ((n, C, H, W) float32) is set.
+    """
+
+    name: str
+    labels: np.ndarray
+    num_classes: int
+    texts: list[str] | None = None
+    images: np.ndarray | None = None
+    description: str = ""
+    #: per-channel (mean, std) the images are normalised with before the source stem
+    image_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def modality(self) -> str:
+        return "text" if self.texts is not None else "image"
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@cache
+def _pydoc_sentences() -> tuple[tuple[str, ...], tuple[int, ...]]:
+    from pydoc_data.topics import topics  # lazy: a 0.8 MB module, read only for this proxy
+
+    group_of = {t: g for g, ts in enumerate(PYDOC_GROUPS.values()) for t in ts}
+    texts, labels = [], []
+    for topic in sorted(topics):
+        if topic not in group_of:
+            continue
+        prose = re.sub(r"\s+", " ", topics[topic])
+        for sentence in re.split(r"(?<=[.!?])\s+", prose):
+            n_words = len(sentence.split())
+            # keep prose sentences; drop code fragments, headings and very long run-ons
+            if 6 <= n_words <= 60 and sum(c.isalpha() for c in sentence) > 0.6 * len(sentence):
+                texts.append(sentence)
+                labels.append(group_of[topic])
+    return tuple(texts), tuple(labels)
+
+
+def load_pydoc_topics(max_samples: int | None = 5000, seed: int = 0) -> ProxyData:
+    texts, labels = _pydoc_sentences()
+    idx = np.random.default_rng(seed).permutation(len(texts))
+    if max_samples is not None:
+        idx = idx[:max_samples]
+    return ProxyData(
+        name="pydoc_topics",
+        texts=[texts[i] for i in idx],
+        labels=np.asarray(labels, dtype=np.int64)[idx],
+        num_classes=len(PYDOC_GROUPS),
+        description="sentences of Python's bundled help topics, 5 topic-group labels "
+        "(offline stand-in for CoNLL-2003)",
+    )
+
+
+def load_digits_proxy(max_samples: int | None = 5000, seed: int = 0) -> ProxyData:
+    from sklearn.datasets import load_digits  # lazy: scikit-learn's import costs ~1 s
+
+    bunch = load_digits()
+    idx = np.random.default_rng(seed).permutation(len(bunch.target))
+    if max_samples is not None:
+        idx = idx[:max_samples]
+    images = np.repeat((bunch.images / 16.0).astype(np.float32)[idx, None], 3, axis=1)
+    return ProxyData(name="digits", images=images, labels=bunch.target[idx].astype(np.int64),
+                     num_classes=10, description="scikit-learn digits as 3-channel images")
+
+
+def _paper_proxy(name: str):
+    def load(max_samples: int | None = 5000, seed: int = 0, root=None) -> ProxyData:
+        data = load_proxy_arrays(name, max_samples=max_samples, seed=seed, root=root)
+        if name in IMAGE_NORMS:
+            data.image_norm = IMAGE_NORMS[name]
+        return data
+
+    return load
+
+
+#: Proxies read from the data root (downloaded by ``crossmodal data download``).
+PAPER_PROXIES = ("conll2003", "cifar10")
+
+#: ORCA normalises its CIFAR-10 proxy with CIFAR-10's channel statistics before Swin's stem
+#: (``data_loaders.py`` ``load_cifar``); its training-time crop/flip augmentation of the
+#: proxy is not applied here (the proxy is embedded once, without augmentation).
+IMAGE_NORMS = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))}
+
+
+PROXIES = {
+    "pydoc_topics": load_pydoc_topics,
+    "digits": load_digits_proxy,
+    "conll2003": _paper_proxy("conll2003"),
+    "cifar10": _paper_proxy("cifar10"),
+}
+
+
+#: The modality of each proxy (what kind of body can embed it).
+PROXY_MODALITY = {"pydoc_topics": "text", "digits": "image", "conll2003": "text",
+                  "cifar10": "image"}
+TEXT_PROXIES = tuple(n for n, m in PROXY_MODALITY.items() if m == "text")
+IMAGE_PROXIES = tuple(n for n, m in PROXY_MODALITY.items() if m == "image")
+
+
+def load_proxy(name: str, max_samples: int | None = 5000, seed: int = 0,
+               root: str | Path | None = None) -> ProxyData:
+    """Load a proxy dataset by name (at most ``max_samples``, ORCA uses 5000).
+
+    ``root`` is the data folder of downloaded proxies (the run's ``--data-root``; None:
+    ``$CROSSMODAL_DATA`` or ``./data``); bundled proxies ignore it.
+    """
+    if name not in PROXIES:
+        raise unknown_name("proxy dataset", name, list(PROXIES))
+    if name in PAPER_PROXIES:
+        return PROXIES[name](max_samples=max_samples, seed=seed, root=root)
+    return PROXIES[name](max_samples=max_samples, seed=seed)
+
+
+def default_proxy(body_kind: str, profile: str) -> str:
+    """The proxy matching a body's pretraining modality in a profile."""
+    if body_kind == "text":
+        return "conll2003" if profile == "paper" else "pydoc_topics"
+    return "cifar10" if profile == "paper" else "digits"
+
+
+# ---------------------------------------------------------- the paper proxies' files
+
 
 #: Sentence classes of the CoNLL-2003 proxy, in label order.
 CONLL_CLASSES = ("none", "PER", "ORG", "LOC", "MISC")
@@ -38,9 +231,6 @@ _ENTRY = {"cifar10": "CIFAR10", "conll2003": "CoNLL2003"}
 
 def _require(rel: str, name: str, root: Path) -> Path:
     """The archive at ``root / rel``, verified (size, checksum) before it is read."""
-    from crossmodal.data import checksums
-    from crossmodal.data.manifest import Manifest
-
     path = root / rel
     fetch = (f"`crossmodal data download {_ENTRY[name]}` (or `python data_scripts/download.py "
              f"{_ENTRY[name]}`)")

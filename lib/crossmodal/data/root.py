@@ -41,3 +41,14 @@ def data_root(override: str | Path | None = None) -> Path:
     if env:
         return Path(env).expanduser().resolve()
     return (Path.cwd() / "data").resolve()
+
+
+#: The marker file :func:`crossmodal.data.fixtures.write_fixtures` leaves in a fixture root.
+FIXTURE_MARKER = "FIXTURES"
+
+
+def is_fixture_root(root: str | Path | None) -> bool:
+    """Whether ``root`` holds fixtures written by :func:`crossmodal.data.fixtures.write_fixtures`
+    (its marker file exists). Here, in the leaf module, so that the checksum and loading code
+    can ask without importing the fixture writers."""
+    return root is not None and (Path(root) / FIXTURE_MARKER).exists()

@@ -130,6 +130,10 @@ class Stage:
         finally:
             for p, was in saved:
                 p.requires_grad_(was)
+            # no gradient of this stage outlives it (fine-tuning starts from none; a stale one
+            # on a part that fine-tuning freezes would otherwise linger in the model)
+            for p in (model.parameters() if model is not None else self.params):
+                p.grad = None
 
     def _record(self, model: nn.Module | None) -> None:
         if self.ctx is None or not hasattr(self.ctx, "stages"):

@@ -4,7 +4,7 @@ A method changes three things around the shared training loop, never the loop it
 
 1. ``prepare(model, task, ctx)``: structural changes that must exist before a checkpoint is
    loaded (attach extra modules to ``model.extras``, swap a part).
-2. ``pretrain(model, task, splits, ctx)``: a stage before fine-tuning (ORCA's distribution
+2. ``before_finetune(model, task, splits, ctx)``: a stage before fine-tuning (ORCA's distribution
    alignment, MoNA's meta-learned embedder, ...). Skipped when a run resumes from a
    fine-tuning checkpoint, because its result is in the checkpoint. Returns a JSON-able dict
    that goes into ``results.json`` under ``method_report``.
@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from crossmodal.errors import InvalidInputError, unknown_name
-from crossmodal.training import BatchBudget, LossFn, task_loss_fn
+from crossmodal.training import BatchBudget, StepLoss, task_loss_fn
 
 
 @dataclass
@@ -78,7 +78,8 @@ class Method:
     def prepare(self, model: nn.Module, task, ctx: RunContext) -> None:
         """Structural changes before any checkpoint is loaded (default: none)."""
 
-    def pretrain(self, model: nn.Module, task, splits: dict, ctx: RunContext) -> dict[str, Any]:
+    def before_finetune(self, model: nn.Module, task, splits: dict,
+                        ctx: RunContext) -> dict[str, Any]:
         """Stages before fine-tuning (default: none)."""
         return {}
 
@@ -86,7 +87,7 @@ class Method:
         """Parameters the fine-tuning stage optimises (default: all)."""
         return list(model.parameters())
 
-    def loss_fn(self, task) -> LossFn:
+    def loss_fn(self, task) -> StepLoss:
         """The fine-tuning loss (default: the task loss)."""
         return task_loss_fn(task)
 
@@ -104,8 +105,6 @@ def register_method(cls: type[Method]) -> type[Method]:
 
 def get_method(name: str, **overrides: Any) -> Method:
     """Instantiate a registered method, with config fields overridden by keyword."""
-    from crossmodal import methods  # noqa: F401  (registers the built-in methods)
-
     if name not in METHODS:
         raise unknown_name("method", name, list(METHODS))
     cls = METHODS[name]

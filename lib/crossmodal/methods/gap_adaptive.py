@@ -8,7 +8,7 @@ docs/methods_pare_gap.md).
 
 1. Embedder training (``embedder_stage``): ``"emb"`` trains only the target embedder with
    the task loss, everything else frozen (the slides' "Emb" baseline); ``"orca"``/``"mona"``
-   (or any registered method name) runs that method's stage 1 (its ``pretrain``) on the
+   (or any registered method name) runs that method's stage 1 (its ``before_finetune``) on the
    model (options: ``embedder_stage_options``); ``"none"`` skips the stage.
 2. Modality-gap estimation: :math:`e^t_i = g^s(f^t(x^t_i))`, :math:`e^s_i = g^s(f^s(x^s_i))`
    (body outputs, mean-pooled over tokens), and
@@ -89,6 +89,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crossmodal.distances import mmd, otdd
 from crossmodal.errors import InvalidInputError, unknown_name
 from crossmodal.features import eval_mode, source_body_features
 from crossmodal.heads import PooledLinearHead
@@ -97,6 +98,9 @@ from crossmodal.methods._stage import Stage
 from crossmodal.methods.base import Method, MethodConfig, RunContext, get_method, register_method
 from crossmodal.methods.pare import PaRe, PaReConfig
 from crossmodal.methods.patching import SourceBank, align_source_tokens, load_source_bank
+from crossmodal.models import build_model
+from crossmodal.tasks import get_task, spec_for_splits
+from crossmodal.training import seed_everything
 
 GAP_DISTANCES = ("auto", "otdd", "mmd")
 WEIGHTINGS = ("continuous", "switch")
@@ -163,8 +167,6 @@ def estimate_gap(
     Classes with fewer than 2 samples are dropped from OTDD; negative estimates (possible
     for the unbiased MMD^2 and the debiased OTDD) are clipped to 0.
     """
-    from crossmodal.distances import mmd, otdd  # lazily: the package is optional at import
-
     if distance not in GAP_DISTANCES:
         raise unknown_name("gap distance", distance, GAP_DISTANCES)
     if distance == "auto":
@@ -356,7 +358,7 @@ class GapAdaptiveA(Method):
         # orca, mona, ...: their stage 1 with their own options
         stage = get_method(cfg.embedder_stage, **(cfg.embedder_stage_options or {}))
         stage.prepare(model, task, ctx)
-        return {f"{cfg.embedder_stage}_report": stage.pretrain(model, task, splits, ctx)}
+        return {f"{cfg.embedder_stage}_report": stage.before_finetune(model, task, splits, ctx)}
 
     def measure_gap(self, model, task, x: np.ndarray, y: np.ndarray, seed: int) -> float:
         """D between body features of (at most gap_samples) target and proxy samples."""
@@ -384,7 +386,8 @@ class GapAdaptiveA(Method):
         return estimate_gap(e_t, e_s, y_t=y_t, y_s=self.bank.labels[si], distance=distance,
                             otdd_inner=cfg.otdd_inner, squared=cfg.gap_mmd_squared)
 
-    def pretrain(self, model: nn.Module, task, splits: dict, ctx: RunContext) -> dict[str, Any]:
+    def before_finetune(self, model: nn.Module, task, splits: dict,
+                        ctx: RunContext) -> dict[str, Any]:
         cfg = self.config
         report: dict[str, Any] = {"embedder_stage": cfg.embedder_stage,
                                   "weighting": cfg.weighting}
@@ -430,7 +433,7 @@ class GapAdaptiveA(Method):
             D = float(model.extras[self.GAP_KEY].gap)
             if not np.isfinite(D):
                 raise InvalidInputError("the modality gap D was never measured: the run must "
-                                        "start with pretrain() (or resume from its checkpoint)")
+                                        "start with before_finetune() (or resume from its checkpoint)")
             w_t, w_s = self.weights(D, state.epoch, state.epochs)
             state.extra["gap_source_weight"] = w_s
             total = w_t * loss(model(x), y)
@@ -474,18 +477,15 @@ def estimate_task_gap(task, profile: str = "smoke", *, splits: dict, seed: int =
     """Version A's stages 1 and 2 alone: the modality gap D of a task, without fine-tuning.
 
     Builds the model as :func:`crossmodal.runner.run` does (same seed, same body), runs
-    :class:`GapAdaptiveA`'s ``prepare`` and ``pretrain`` (embedder stage, then D), and
+    :class:`GapAdaptiveA`'s ``prepare`` and ``before_finetune`` (embedder stage, then D), and
     returns the method's report (``gap``, ``gap_distance``, ...), which equals the
     ``method_report`` of a full run with the same options. ``options`` are fields of
     :class:`GapAdaptiveAConfig` (e.g. ``gap_distance="mmd"``). ``distances`` adds
     ``gaps``: D under each of these estimators (``"otdd"``, ``"mmd"``, ``"auto"``) on the same
     embedder and samples; None where the estimator does not apply (OTDD of continuous labels).
     """
-    from crossmodal.data.pdebench import spec_for_splits
-    from crossmodal.models import build_model
+    # profiles is the layer above the methods (it reads their configs): imported here only
     from crossmodal.profiles import default_body, get_profile
-    from crossmodal.tasks import get_task
-    from crossmodal.training import seed_everything
 
     spec = spec_for_splits(get_task(task) if isinstance(task, str) else task, splits)
     method = get_method("gap_adaptive_a", **options)
@@ -494,7 +494,7 @@ def estimate_task_gap(task, profile: str = "smoke", *, splits: dict, seed: int =
     model = build_model(spec, method.body_name(body or default_body(spec, prof)), seed=seed)
     ctx = RunContext(profile=prof.name, seed=seed, progress=False)
     method.prepare(model, spec, ctx)
-    report = method.pretrain(model, spec, splits, ctx)
+    report = method.before_finetune(model, spec, splits, ctx)
     if distances:
         x, y = splits["train"]
         own = method.config.gap_distance
@@ -652,7 +652,8 @@ class GapAdaptiveB(PaRe):
     config_class = GapAdaptiveBConfig
     paper = "gap-adaptive fine-tuning, version B (proposal in the survey slides)"
 
-    def pretrain(self, model: nn.Module, task, splits: dict, ctx: RunContext) -> dict[str, Any]:
+    def before_finetune(self, model: nn.Module, task, splits: dict,
+                        ctx: RunContext) -> dict[str, Any]:
         cfg = self.config
         x, y = splits["train"]
         curve = contrastive_embedder_training(
@@ -661,7 +662,7 @@ class GapAdaptiveB(PaRe):
             batch_size=ctx.stage_batch_size(cfg.contrastive_batch_size), tau=cfg.contrastive_tau,
             eps=cfg.contrastive_eps, pseudo_label_k=cfg.pseudo_label_k, seed=ctx.seed, ctx=ctx,
         )
-        report = super().pretrain(model, task, splits, ctx)
+        report = super().before_finetune(model, task, splits, ctx)
         report.update(contrastive_curve=curve, expanded_size=len(x) * len(cfg.noise_scales)
                       * cfg.noise_steps, freeze_embedder=cfg.freeze_embedder)
         return report

@@ -79,18 +79,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from crossmodal.data.proxies import default_proxy, load_proxy
 from crossmodal.errors import InvalidInputError
 from crossmodal.features import (
     eval_mode,
     proxy_body_features,
     source_body_features,
+    source_tokens,
     target_features,
 )
 from crossmodal.losses import task_loss
 from crossmodal.methods._stage import Stage
 from crossmodal.methods.base import Method, MethodConfig, RunContext, register_method
 from crossmodal.methods.recraft import recalibrate_source_head
-from crossmodal.proxies import default_proxy, load_proxy, source_tokens
 
 SIGNS = ("standard", "slides")
 DISTANCES = ("disagreement", "tv", "kl")
@@ -338,7 +339,8 @@ class MoNA(Method):
     config_class = MoNAConfig
     paper = "MoNA: modality knowledge alignment (Ma et al., ICML 2024)"
 
-    def pretrain(self, model: nn.Module, task, splits: dict, ctx: RunContext) -> dict[str, Any]:
+    def before_finetune(self, model: nn.Module, task, splits: dict,
+                        ctx: RunContext) -> dict[str, Any]:
         cfg = self.config
         report: dict[str, Any] = {"signs": cfg.signs, "meta_steps": cfg.meta_steps,
                                   "train_head": cfg.train_head, "inner_lr": cfg.inner_lr,
@@ -354,17 +356,17 @@ class MoNA(Method):
         x, y = (torch.as_tensor(a) for a in splits["train"])
         report.update(proxy=proxy.name, proxy_samples=len(proxy))
 
-        # Algorithm 2 needs a source classifier over the proxy classes: a linear probe on
+        # Algorithm 2 needs a source classifier over the proxy classes: a linear classifier on
         # the pretrained body's features of the proxy (plain cross-entropy).
-        probe = None
+        source_clf = None
         can_measure = (cfg.discrepancy_trials > 0 and task.output == "classification"
                        and proxy.num_classes >= task.num_outputs)
         if can_measure:
-            probe = nn.Linear(model.body.out_size, proxy.num_classes)
-            probe_stats = recalibrate_source_head(
-                probe, proxy_body_features(model.body, proxy), ys, kappa=1.0, rho=0.0,
+            source_clf = nn.Linear(model.body.out_size, proxy.num_classes)
+            clf_stats = recalibrate_source_head(
+                source_clf, proxy_body_features(model.body, proxy), ys, kappa=1.0, rho=0.0,
                 epochs=200, lr=1e-2, ctx=ctx, name="MoNA source classifier")
-            report["probe_accuracy"] = probe_stats["accuracy"]
+            report["probe_accuracy"] = clf_stats["accuracy"]  # the key results.json has
         else:
             report["discrepancy_skipped"] = (
                 "needs a classification task with at most as many classes as the proxy "
@@ -374,12 +376,12 @@ class MoNA(Method):
             # the body is never updated in stage 1: this is g_{theta_0^S} of Algorithm 2 on
             # the current embedder's tokens
             with torch.no_grad(), eval_mode(model):
-                logits = probe(target_features(model, x)).cpu()
+                logits = source_clf(target_features(model, x)).cpu()
             return modality_discrepancy(logits, y, trials=cfg.discrepancy_trials, seed=ctx.seed,
                                         distance=cfg.discrepancy_distance,
                                         num_classes=task.num_outputs)
 
-        if probe is not None:
+        if source_clf is not None:
             report["discrepancy_before"] = discrepancy()
 
         loss = task_loss(task)
@@ -418,7 +420,7 @@ class MoNA(Method):
             ratios = torch.tensor(curves["grad_ratio"], dtype=torch.float64)
             report["grad_ratio_median"] = float(ratios.median())
             report["grad_ratio_mean"] = float(ratios.mean())
-        if probe is not None:
+        if source_clf is not None:
             report["discrepancy_after"] = discrepancy()
         return report
 

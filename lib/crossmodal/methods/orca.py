@@ -61,11 +61,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from crossmodal.data.proxies import default_proxy, load_proxy
 from crossmodal.distances import OTDDSource, mmd, orca_mmd, orca_pairwise_l2
 from crossmodal.errors import InvalidInputError
+from crossmodal.features import source_features
 from crossmodal.methods._stage import STAGE_OPTIMIZERS, Stage, StageCache
 from crossmodal.methods.base import Method, MethodConfig, RunContext, register_method
-from crossmodal.proxies import default_proxy, load_proxy, source_features
 
 ALIGN_SCORES = ("otdd", "mmd", "l2", "mean_l2", "mmd_multiscale", "none")
 FREEZE_MODES = ("none", "embedder", "body", "both")
@@ -291,7 +292,8 @@ class ORCA(Method):
     config_class = ORCAConfig
     paper = "ORCA: align then refine (Shen et al. 2023)"
 
-    def pretrain(self, model: nn.Module, task, splits: dict, ctx: RunContext) -> dict[str, Any]:
+    def before_finetune(self, model: nn.Module, task, splits: dict,
+                        ctx: RunContext) -> dict[str, Any]:
         """Distribution alignment of the embedder, or the same alignment of an earlier variant
         of this process (:data:`ALIGNMENT_CACHE`, ``alignment_shared`` in the report)."""
         cfg = self.config

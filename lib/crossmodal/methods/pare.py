@@ -402,7 +402,8 @@ class PaRe(Method):
         return k_schedule(cfg.k_schedule, self.k0, epoch, epochs, k_final=cfg.k_final, rng=rng,
                           n_patches=n_patches)
 
-    def pretrain(self, model: nn.Module, task, splits: dict, ctx: RunContext) -> dict[str, Any]:
+    def before_finetune(self, model: nn.Module, task, splits: dict,
+                        ctx: RunContext) -> dict[str, Any]:
         """No stage before fine-tuning (PaRe is end to end); reports the setup."""
         n = self.num_patches(model)
         cfg = self.config

@@ -33,7 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from crossmodal.data.proxies import default_proxy, load_proxy
 from crossmodal.errors import InvalidInputError, unknown_name
+from crossmodal.features import source_tokens
 
 GATE_KINDS = ("fc", "mlp", "mlp_dropout", "attention")
 ALIGN_MODES = ("tile", "resample", "truncate")
@@ -268,7 +270,7 @@ class SourceBank:
     """Labelled proxy source sequences in the body's input space (f^s applied, frozen).
 
     tokens : (S, L, D) outputs of the body's pretrained input embedder (for image proxies an
-    :class:`~crossmodal.proxies.ImageSourceTokens`, embedded when indexed); mask : (S, L) real
+    :class:`~crossmodal.features.ImageSourceTokens`, embedded when indexed); mask : (S, L) real
     tokens; labels : (S,) proxy class labels; num_classes : number of proxy classes.
     """
 
@@ -295,12 +297,10 @@ class SourceBank:
 def load_source_bank(body, profile: str, proxy: str | None = None, max_samples: int = 2000,
                      seed: int = 0, root=None) -> SourceBank:
     """The proxy dataset through the body's own pretrained embedder (f^s), as a SourceBank."""
-    from crossmodal.proxies import default_proxy, load_proxy, source_tokens
-
     name = proxy or default_proxy(body.kind, profile)
     data = load_proxy(name, max_samples=max_samples, seed=seed, root=root)
     # text: pretrained word/position embeddings; images: Swin's pretrained stem (computed
-    # when a batch is drawn, see crossmodal.proxies.ImageSourceTokens)
+    # when a batch is drawn, see crossmodal.features.ImageSourceTokens)
     tokens, mask = source_tokens(body, data)
     return SourceBank(name=name, tokens=tokens, mask=mask.bool(),
                       labels=torch.as_tensor(data.labels, dtype=torch.long),

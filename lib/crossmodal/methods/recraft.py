@@ -114,10 +114,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crossmodal import features as _features
+from crossmodal.data.proxies import default_proxy, load_proxy
 from crossmodal.errors import InvalidInputError
+from crossmodal.features import source_tokens
 from crossmodal.methods._stage import Stage
 from crossmodal.methods.base import Method, MethodConfig, RunContext, register_method
-from crossmodal.proxies import default_proxy, load_proxy, source_tokens
 
 FA_SOLVERS = ("sinkhorn", "emd")
 PREDICTORS = ("auto", "transport", "head")
@@ -659,7 +660,8 @@ class RECRAFT(Method):
         if self.resolved_predictor(task, proxy.num_classes) == "transport":
             model.head = TransportPredictor(head, proxy.num_classes, task.num_outputs)
 
-    def pretrain(self, model: nn.Module, task, splits: dict, ctx: RunContext) -> dict[str, Any]:
+    def before_finetune(self, model: nn.Module, task, splits: dict,
+                        ctx: RunContext) -> dict[str, Any]:
         cfg = self.config
         gen = torch.Generator().manual_seed(ctx.seed)
         head = model.extras["source_head"]
@@ -770,7 +772,7 @@ class RECRAFT(Method):
 
     def bound(self, model: nn.Module, target_data: tuple[Any, Any],
               kappa: float | None = None) -> dict[str, Any]:
-        """:func:`bound_terms` with the proxy samples held out in :meth:`pretrain` (kappa None:
+        """:func:`bound_terms` with the proxy samples held out in :meth:`before_finetune` (kappa None:
         the source head's certified constant, re-computed from its current weights).
 
         The held-out samples live in ``model.extras["source_holdout"]`` (:class:`SourceHoldout`),
@@ -793,7 +795,7 @@ class BoundProbe:
     App. B evaluates the bound after training: the model is built, prepared, pretrained and
     fine-tuned by the runner, and this probe calls :meth:`RECRAFT.bound` on the target split
     ``split`` (the test split: held out) before fine-tuning and after every epoch; the
-    source error uses the proxy samples that :meth:`RECRAFT.pretrain` held out. The last
+    source error uses the proxy samples that :meth:`RECRAFT.before_finetune` held out. The last
     entry of the run's ``probes`` is the bound of the trained model.
 
     Parameters

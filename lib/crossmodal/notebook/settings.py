@@ -288,7 +288,7 @@ def require_data(tasks: Iterable[str], data_root: str | Path | None = None) -> N
         spec = get_task(key)
         if spec.offline:
             continue
-        if is_present(key, root):
+        if is_present(spec, root):
             continue
         try:
             spec.load(root)  # absent files fail fast, naming the command that fetches them

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 
+# The kit's modules are imported inside the functions: the CLI builds this parser for every
+# command, and `crossmodal --help` must not import torch (seconds) through the runner.
+
 USAGE = """\
 crossmodal sweep NOTEBOOK [NOTEBOOK ...] --profile P --runs-dir DIR [-p NAME VALUE ...]
                  [--executor local|slurm] [--slurm-partition P] [--gpus-per-job N]

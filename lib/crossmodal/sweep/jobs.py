@@ -39,6 +39,9 @@ import submitit
 
 from crossmodal.errors import CrossmodalError, InvalidInputError
 
+# The kit's modules (the runner, the notebook layer) are imported inside the functions: the
+# CLI imports this module to build its parser, and `crossmodal --help` must not import torch.
+
 EXECUTORS = ("local", "slurm")
 STATES = ("pending", "running", "done", "failed")
 

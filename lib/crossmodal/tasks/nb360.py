@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from crossmodal.data.nb360 import load_nb360
 from crossmodal.tasks.registry import Splits, TaskSpec, register_task
 
 
 def _loader(key: str):
     def load(root: Path) -> Splits:
-        from crossmodal.data.nb360 import load_nb360
-
         return load_nb360(key, root)
 
     return load

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from crossmodal.data.pdebench import load_pdebench
 from crossmodal.tasks.registry import Splits, TaskSpec, register_task
 
 #: ORCA's training resolution where it is not the file's (``src/data_loaders.py:load_pde``:
@@ -47,8 +48,6 @@ def reduce_to_orca(key: str, splits: Splits) -> Splits:
 
 def _loader(key: str):
     def load(root: Path) -> Splits:
-        from crossmodal.data.pdebench import load_pdebench
-
         return reduce_to_orca(key, load_pdebench(key, root))
 
     return load

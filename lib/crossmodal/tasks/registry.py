@@ -13,6 +13,7 @@ and the PDEBench tasks nRMSE (RMSE for Burgers and Navier-Stokes 1D).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from crossmodal.errors import unknown_name
+from crossmodal.validation import validate_split as _validate
 
 #: ``{"train": (x, y), "test": (x, y)}`` with numpy arrays; x is (n, C, L) or (n, C, H, W).
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
@@ -116,7 +118,6 @@ def register_task(spec: TaskSpec) -> TaskSpec:
 
 def get_task(key: str) -> TaskSpec:
     """Look a task up by key; unknown keys raise an error that lists the valid keys."""
-    _ensure_loaded()
     try:
         return _REGISTRY[key]
     except KeyError:
@@ -125,13 +126,7 @@ def get_task(key: str) -> TaskSpec:
 
 def list_tasks(benchmark: str | None = None) -> list[TaskSpec]:
     """All registered tasks, optionally only those of one benchmark."""
-    _ensure_loaded()
     return [t for t in _REGISTRY.values() if benchmark is None or t.benchmark == benchmark]
-
-
-def _ensure_loaded() -> None:
-    # The definitions live in sibling modules that register themselves on import.
-    from crossmodal.tasks import nb360, pdebench, smoke  # noqa: F401
 
 
 def validate_split(spec: TaskSpec, name: str, x: np.ndarray, y: np.ndarray) -> None:
@@ -141,6 +136,24 @@ def validate_split(spec: TaskSpec, name: str, x: np.ndarray, y: np.ndarray) -> N
     :func:`crossmodal.runner.run` for user-supplied splits). Raises
     :class:`crossmodal.errors.InvalidInputError` saying what is wrong.
     """
-    from crossmodal.validation import validate_split as _validate
-
     _validate(spec, name, x, y)
+
+
+def spec_for_splits(spec: TaskSpec, splits: Splits) -> TaskSpec:
+    """The PDEBench task spec with the spatial size of the data actually loaded.
+
+    The registry describes the paper's files (1024 points in 1D, 128x128 in 2D); generated
+    files are usually smaller (256, 32x32), and the model must be built for what it is fed.
+    Other tasks, and data at the paper's size, return ``spec`` unchanged.
+    """
+    x, y = splits["train"]
+    if spec.benchmark != "PDEBench" or tuple(x.shape[1:]) == tuple(spec.input_shape):
+        return spec
+    if x.shape[1] != spec.in_channels or x.ndim != len(spec.input_shape) + 1:
+        return spec  # let the model's input check report the mismatch
+    image_size = spec.image_size
+    if spec.modality == "2D" and image_size is not None:
+        image_size = min(image_size, int(x.shape[-1]))
+    return dataclasses.replace(spec, input_shape=tuple(int(n) for n in x.shape[1:]),
+                               output_shape=tuple(int(n) for n in y.shape[1:]),
+                               image_size=image_size)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from crossmodal.data.pde import generate_advection_1d
 from crossmodal.tasks.registry import Splits, TaskSpec, register_task
 
 
@@ -64,8 +65,6 @@ def load_advection_splits(
     root: Path | None = None, *, n_samples: int = 256, resolution: int = 128, seed: int = 0
 ) -> Splits:
     """Generated 1D advection: input u(x, 0), target u(x, T); first 10 % of samples are test."""
-    from crossmodal.data.pde import generate_advection_1d
-
     arrays = generate_advection_1d(n_samples=n_samples, resolution=resolution, seed=seed)
     u = arrays["tensor"].astype(np.float32)  # (n, T, X)
     x, y = u[:, :1], u[:, -1:]
