@@ -10,7 +10,8 @@
 # 00_quickstart ~18 (plus ~10-30 s per notebook for its kernel, imports and studies);
 # tests/ ~750. Lane A ~1,050 s + overheads, lane B ~930 s + overheads: each about 17 min
 # of one core, about half of running them one after the other. Each lane is an ordinary
-# pytest run (same options from pyproject.toml); the target fails when either lane fails. Run one lane alone with e.g.
+# pytest run (same options from pyproject.toml); the target fails when either lane fails.
+# Run one lane alone with e.g.
 #   .venv/bin/python -m pytest -q tests            # the unit and end-to-end tests
 #   .venv/bin/python -m pytest -q notebooks/00_quickstart.ipynb
 set -u
