@@ -91,7 +91,7 @@ from torch import nn
 
 from crossmodal.distances import mmd, otdd
 from crossmodal.errors import InvalidInputError, unknown_name
-from crossmodal.features import eval_mode, source_body_features
+from crossmodal.features import eval_mode, pooled_outputs, source_body_features
 from crossmodal.heads import PooledLinearHead
 from crossmodal.losses import cross_entropy, task_loss
 from crossmodal.methods._stage import Stage
@@ -219,14 +219,10 @@ def label_vectors(task, y: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def pooled_body_features(model: nn.Module, tokens: torch.Tensor,
                          batch_size: int = 64) -> torch.Tensor:
-    """Mean-pooled body outputs g(tokens), (n, D_out), without gradients."""
-    was_training = model.training
-    model.eval()
-    device = next(model.body.parameters()).device
-    out = [model.body(tokens[i : i + batch_size].to(device)).mean(1).cpu()
-           for i in range(0, len(tokens), batch_size)]
-    model.train(was_training)
-    return torch.cat(out)
+    """Mean-pooled body outputs g(tokens), (n, D_out), in eval mode, without gradients, on the
+    CPU (:func:`crossmodal.features.pooled_outputs`)."""
+    with eval_mode(model):
+        return pooled_outputs(model.body, tokens, batch_size).cpu()
 
 
 def source_length(bank: SourceBank) -> int:

@@ -83,6 +83,7 @@ from crossmodal.data.proxies import default_proxy, load_proxy
 from crossmodal.errors import InvalidInputError
 from crossmodal.features import (
     eval_mode,
+    pooled_outputs,
     proxy_body_features,
     source_body_features,
     source_tokens,
@@ -595,7 +596,7 @@ class DiscrepancyProbe:
         with torch.no_grad(), eval_mode(model):
             emb = torch.cat([model.embedder(xs[i : i + 64].to(device))
                              for i in range(0, len(xs), 64)])
-            pooled0 = torch.cat([body0(emb[i : i + 64]).mean(1) for i in range(0, len(emb), 64)])
+            pooled0 = pooled_outputs(body0, emb, 64, emb.device)
             logits = head(pooled0.cpu()).double()
             tuned = head(target_features(model, xs).cpu()).double()
         k = task.num_outputs

@@ -64,7 +64,7 @@ from torch import nn
 from crossmodal.data.proxies import default_proxy, load_proxy
 from crossmodal.distances import OTDDSource, mmd, orca_mmd, orca_pairwise_l2
 from crossmodal.errors import InvalidInputError
-from crossmodal.features import source_features
+from crossmodal.features import pooled_outputs, source_features
 from crossmodal.methods._stage import STAGE_OPTIMIZERS, Stage, StageCache
 from crossmodal.methods.base import Method, MethodConfig, RunContext, register_method
 
@@ -185,9 +185,9 @@ def alignment_labels(task, y: np.ndarray, k: int = 10, seed: int = 0,
 
 
 def embedded_features(embedder: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Mean-pooled embedder outputs (the body's input space), with gradients."""
-    return torch.cat([embedder(x[i : i + batch_size]).mean(1)
-                      for i in range(0, len(x), batch_size)])
+    """Mean-pooled embedder outputs (the body's input space), with gradients
+    (:func:`crossmodal.features.pooled_outputs`; ``x`` is already on the embedder's device)."""
+    return pooled_outputs(embedder, x, batch_size, x.device)
 
 
 class AlignmentScore:
