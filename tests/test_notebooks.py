@@ -16,7 +16,9 @@ from crossmodal import notebook as cm
 from crossmodal import reproduce as rp
 from crossmodal.errors import DataMissingError, InvalidInputError, UnknownNameError
 from crossmodal.notebook import grid
+from crossmodal.profiles import default_body
 from crossmodal.studies import orca
+from crossmodal.tasks import get_task
 
 
 @pytest.fixture(autouse=True)
@@ -199,7 +201,8 @@ def test_run_grid_runs_each_distinct_configuration_once(monkeypatch):
     runs = orca.run_ablations(nb, ["freezing", "pretraining"])
     # freeze=none and "body 100%" are the same configuration: 4 + 1 distinct, x 2 seeds
     assert len(runs) == 2 * (4 + 2) and len(calls) == 2 * 5
-    assert {c[2] for c in calls} == {None, "minilm-random"}  # "{default}-random" resolved
+    default = default_body(get_task(nb.tasks[0]), "smoke")
+    assert {c[2] for c in calls} == {None, f"{default}-random"}  # "{default}-random" resolved
     assert {c[4] for c in calls} == {1}  # threads pinned to the settings' value
     assert set(runs["ablation"]) == {"freezing", "pretraining"}
     al = orca.alignment_frame(runs)

@@ -336,15 +336,21 @@ def test_bound_table_and_the_gap_claim():
     assert list(table["task"]) == ["a", "b", "mean over tasks"]
     assert table["ours"].iloc[-1] == 75.0 and table["paper"].iloc[-1] == 29.0
     assert table["status"].iloc[-1] == "direction only (smoke)"
+    # the claim is a verdict over (task, seed) pairs (tests/test_study_verdicts.py): two
+    # pairs are too few for any verdict, whatever the gaps
     c = st.check_gap_claim(frame)
-    assert not c.holds and "75 %" in c.detail and "less than 29%" in c.detail
-    assert st.check_gap_claim(frame.assign(gap_pct=[10.0, 20.0, np.nan])).holds
-    # two seeds of one task: one row per task (the mean over its seeds), and tasks count once
-    seeds = pd.DataFrame({"task": ["a", "a", "b"], "bound": 2.0, "target_loss": 1.0,
-                          "gap_pct": [20.0, 40.0, 60.0]})
+    assert c.verdict == "inconclusive" and not c.holds
+    assert "mean gap 75 %" in c.detail and "less than 29%" in c.detail
+    assert st.check_gap_claim(frame.assign(gap_pct=[10.0, 20.0, np.nan])).verdict == \
+        "inconclusive"
+    # two seeds of one task: the table has one row per task (the mean over its seeds); the
+    # claim pairs every (task, seed)
+    seeds = pd.DataFrame({"task": ["a", "a", "b"], "seed": [0, 1, 0], "bound": 2.0,
+                          "target_loss": 1.0, "gap_pct": [20.0, 40.0, 60.0]})
     t2 = st.bound_table(seeds, "smoke")
     assert list(t2["task"]) == ["a", "b", "mean over tasks"] and list(t2["ours"]) == [30, 60, 45]
-    assert "45 % over 2 tasks" in st.check_gap_claim(seeds).detail
+    assert "mean gap 40 %" in st.check_gap_claim(seeds).detail
+    assert "3 (task, seed) pairs of 2 tasks" in st.check_gap_claim(seeds).detail
 
 
 def test_kappa_checks_and_results():
@@ -356,7 +362,9 @@ def test_kappa_checks_and_results():
     assert checks[0].asserted and checks[0].holds and checks[0].kind == "sanity"
     assert all(c.kind == "claim" for c in checks[1:])
     assert checks[1].holds and "0.3" in checks[1].detail  # App. F's rule picks 0.3
-    assert checks[2].holds and "kappa 0.3, 1" in checks[2].detail  # a tie at 0.3 and 1.0
+    # without runs the task is one pair; its best in range (0.3) ties the best outside (1.0)
+    assert checks[2].verdict == "inconclusive" and "1 ties" in checks[2].detail
+    assert "in range 10 (kappa 0.3) vs outside 10 (kappa 1)" in checks[2].detail
     with pytest.raises(AssertionError, match="larger source loss"):
         st.kappa_checks(table, sweep.assign(fit_loss=[0.5, 0.5, 1.0, 1.5]), tolerance=0.01)
     res = st.kappa_results(table, "smoke")

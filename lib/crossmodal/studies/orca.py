@@ -3,7 +3,7 @@ behind ``orca_ablations.ipynb``, and ORCA's alignment check of ``00_quickstart.i
 
 :func:`orca_ablation_variants` (proxy, freezing, pretraining, embedder training),
 :func:`run_ablations`, :func:`ablation_table`, :func:`alignment_frame`,
-:func:`check_alignment_lowers_otdd`, :func:`orca_ablation_checks`,
+:func:`check_alignment_lowers_otdd`, :func:`orca_ablation_checks`, :func:`otdd_epoch_checks`,
 :func:`orca_ablation_finding`.
 """
 
@@ -25,6 +25,7 @@ from crossmodal.notebook import (
     Variant,
     as_list,
     check_direction,
+    differences_check,
     fmt_value,
     mean_pm_std,
     method_options,
@@ -160,24 +161,27 @@ def orca_ablation_checks(ablation: str, table: pd.DataFrame,
                          runs: pd.DataFrame | None = None) -> list[Check]:
     """The direction of each ablation's finding on our tasks (observed, not asserted).
 
-    With ``runs`` (one row per run, as :func:`run_ablations` returns) each "A beats B"
-    finding gets a paired verdict over the seeds of each task (:func:`verdict_check`);
-    without, it is one comparison of the means in ``table``.
+    With ``runs`` (one row per run, as :func:`run_ablations` returns) every finding is a
+    paired verdict over the seeds of each task: "A beats B" by :func:`verdict_check`, "more
+    alignment epochs give a lower OTDD" by :func:`otdd_epoch_checks` (one verdict per step of
+    the grid). Without ``runs`` each is one comparison of the means in ``table`` (no verdict).
     """
     checks = []
     if runs is not None and "ablation" in runs:
         runs = runs[runs["ablation"] == ablation]
 
     def judged(task, better, worse, claim, paper):
-        if runs is not None:
-            c = verdict_check(runs[runs["task"] == task], better, worse, claim=claim,
-                              paper=paper)
-            if c is not None:
-                return c
+        if runs is not None:  # None: one of the two did not run
+            return verdict_check(runs[runs["task"] == task], better, worse, claim=claim,
+                                 paper=paper)
         a, b = _final_of(table, task, better), _final_of(table, task, worse)
         if a is None or b is None:
             return None
-        return check_direction(claim, a < b, f"{fmt_value(a)} vs {fmt_value(b)}", paper=paper)
+        sub = table[table["task"] == task]
+        lower = bool(sub["lower_is_better"].iloc[0]) if "lower_is_better" in sub else True
+        return check_direction(claim, a < b if lower else a > b,
+                               f"{fmt_value(a)} vs {fmt_value(b)} (means over seeds)",
+                               paper=paper)
 
     for task in dict.fromkeys(table["task"]):
         if ablation == "freezing":
@@ -197,6 +201,10 @@ def orca_ablation_checks(ablation: str, table: pd.DataFrame,
                         task, v, "no alignment", f"{task}: alignment with {v} beats no alignment",
                         "Fig. 5: embedder training matters for 1D tasks"))
         elif ablation == "embedder_training":
+            if runs is not None and "method_report" in runs:
+                checks.extend(otdd_epoch_checks(runs[runs["task"] == task]))
+                continue
+            # without the runs: one comparison of the means over seeds
             sub = table[table["task"] == task].copy()
             if "otdd_after" in sub and sub["otdd_after"].notna().sum() >= 2:
                 sub = sub.dropna(subset=["otdd_after"]).sort_values("align_epochs")
@@ -207,6 +215,43 @@ def orca_ablation_checks(ablation: str, table: pd.DataFrame,
                                               zip(sub["align_epochs"], sub["otdd_after"])),
                     paper="Fig. 6: OTDD per embedder-training epoch"))
     return [c for c in checks if c is not None]
+
+
+def otdd_epoch_checks(runs: pd.DataFrame) -> list[Check]:
+    r""""More alignment epochs give a lower OTDD" (slides Fig. 6), one paired verdict per step
+    of the alignment-epoch grid.
+
+    For consecutive grid values :math:`e < e'` (the epochs each run actually aligned, from
+    :func:`alignment_frame`; 0 = no alignment, whose OTDD after is the one before) and every
+    (task, seed) pair :math:`i` on which both ran (the same seed measures OTDD on the same
+    fixed target subset),
+
+    .. math:: d_i = \mathrm{OTDD}_i(e) - \mathrm{OTDD}_i(e')
+
+    (OTDD after alignment; :math:`d_i > 0` favours the claim), judged by
+    :func:`crossmodal.notebook.differences_check`. The tasks pool in OTDD units (pass one task's
+    runs for a per-task verdict). Empty when fewer than two grid values were measured.
+    """
+    al = alignment_frame(runs)
+    if al.empty:
+        return []
+    wide = al.pivot_table(index=["task", "seed"], columns="align_epochs", values="otdd_after",
+                          aggfunc="mean")
+    epochs = sorted(wide.columns)
+    tasks = ", ".join(dict.fromkeys(al["task"]))
+    checks = []
+    for e0, e1 in zip(epochs, epochs[1:]):
+        pair = wide[[e0, e1]].dropna()
+        means = pair.mean()
+        c = differences_check(
+            f"{tasks}: {int(e1)} alignment epochs give a lower OTDD than {int(e0)}",
+            (pair[e0] - pair[e1]).tolist(),
+            detail=(f"mean OTDD after {int(e0)} epochs {fmt_value(means[e0])}, after "
+                    f"{int(e1)} {fmt_value(means[e1])}"),
+            paper="Fig. 6: OTDD per embedder-training epoch")
+        if c is not None:
+            checks.append(c)
+    return checks
 
 
 def ablation_table(runs: pd.DataFrame, profile: str) -> pd.DataFrame:
