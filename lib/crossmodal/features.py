@@ -205,17 +205,18 @@ def _check_match(body, proxy: ProxyData):
 
 
 @torch.no_grad()
-def source_tokens(body, proxy: ProxyData, max_length: int = 64,
+def source_tokens(body, proxy: ProxyData, max_length: int | None = None,
                   batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """The proxy through the body's own pretrained input layer: tokens (n, N, D) and mask (n, N).
 
     Text proxies go through the tokenizer and the pretrained word/position embeddings
-    (f^s of PaRe and MoNA), at most ``max_length`` tokens, cached on the proxy object per
-    (body, max_length). Image proxies go through the vision body's pretrained stem (Swin:
+    (f^s of PaRe and MoNA), at most ``max_length`` tokens (None: the proxy's
+    ``max_tokens``), cached on the proxy object per (body, max_length). Image proxies go through the vision body's pretrained stem (Swin:
     resize to 224, 4x4 patch conv, LayerNorm; N = 3136), as ORCA embeds CIFAR-10; their
     tokens are an :class:`ImageSourceTokens` computed when indexed, the mask all ones.
     """
     src = _check_match(body, proxy)
+    max_length = max_length if max_length is not None else proxy.max_tokens
     key = ("tokens", body.name, max_length)
     if key in proxy._cache:
         return proxy._cache[key]
@@ -237,7 +238,7 @@ def source_tokens(body, proxy: ProxyData, max_length: int = 64,
 
 
 @torch.no_grad()
-def source_features(body, proxy: ProxyData, max_length: int = 64,
+def source_features(body, proxy: ProxyData, max_length: int | None = None,
                     batch_size: int = 64) -> torch.Tensor:
     """Mean-pooled (over real tokens) source embeddings, (n, D): ORCA's proxy features.
 
