@@ -21,6 +21,9 @@ from crossmodal.proxies import load_proxy, source_tokens
 def body_and_proxy():
     body = load_body("minilm")
     proxy = load_proxy("pydoc_topics", max_samples=12, seed=0)
+    # 64 tokens (the kit's default; the smoke proxy's own budget is 32): most of these
+    # sentences are then padded, which is what the masking tests need
+    proxy.max_tokens = 64
     return body, proxy
 
 
@@ -74,3 +77,18 @@ def test_a_grid_body_refuses_a_mask_it_cannot_apply():
     grid = Body("grid", nn.Identity(), 4, 4, kind="swin")
     with pytest.raises(InvalidInputError, match="cannot mask"):
         grid(torch.zeros(1, 4, 4), attention_mask=torch.tensor([[1, 1, 1, 0]]))
+
+
+def test_the_smoke_proxy_cuts_sentences_at_its_token_budget():
+    from crossmodal.data.proxies import PYDOC_MAX_TOKENS
+
+    body = load_body("minilm-l3")
+    proxy = load_proxy("pydoc_topics", max_samples=40, seed=0)
+    assert proxy.max_tokens == PYDOC_MAX_TOKENS == 32
+    tokens, mask = source_tokens(body, proxy)
+    assert tokens.shape[1] == 32 and int(mask.sum(1).max()) == 32  # the long ones are cut
+    long, _ = source_tokens(body, proxy, max_length=64)  # an explicit budget still wins
+    assert long.shape[1] == 64
+    # the same tokens up to the cut (a cut sentence ends in [SEP] at position 31)
+    keep = mask.bool()[:, :31]
+    torch.testing.assert_close(long[:, :31][keep], tokens[:, :31][keep])
