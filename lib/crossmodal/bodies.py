@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crossmodal.errors import CrossmodalError, InvalidInputError, unknown_name
+from crossmodal.features import masked_mean
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -193,8 +194,7 @@ class SourceEmbedder:
         out = []
         for i in range(0, len(texts), batch_size):
             tokens, mask = self.embed_texts(texts[i : i + batch_size])
-            m = mask.unsqueeze(-1).to(tokens.dtype)
-            out.append((tokens * m).sum(1) / m.sum(1).clamp_min(1.0))
+            out.append(masked_mean(tokens, mask))
         return torch.cat(out)
 
 

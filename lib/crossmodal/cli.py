@@ -62,15 +62,21 @@ def cmd_tasks(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    import dataclasses
+    import textwrap
 
-    from crossmodal.methods import METHODS, get_method
+    from crossmodal.methods import METHODS, method_options
 
     for name in sorted(METHODS):
-        m = get_method(name)
-        opts = ", ".join(f"{f.name}={getattr(m.config, f.name)!r}"
-                         for f in dataclasses.fields(m.config))
-        print(f"{name:14s} {m.paper}\n{'':14s} options: {opts or '(none)'}")
+        cls = METHODS[name]
+        print(f"{name}: {cls.paper}")
+        options = method_options(name)
+        if not options:
+            print("    (no options beyond the training settings)")
+        for opt in options:
+            print(f"    {opt['name']} = {opt['default']!r}  ({opt['type']})")
+            for line in textwrap.wrap(opt["help"], 88):
+                print(f"        {line}")
+        print()
     return 0
 
 

@@ -29,7 +29,7 @@ Pooling: :math:`\bar z = \sum_n m_n z_n / \sum_n m_n` with the real-token mask :
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -40,9 +40,9 @@ from torch.func import functional_call
 from crossmodal.data.proxies import IMAGE_PROXIES, TEXT_PROXIES, ProxyData
 from crossmodal.errors import InvalidInputError
 
-__all__ = ["ImageSourceTokens", "eval_mode", "masked_mean", "proxy_body_features",
-           "proxy_tokens", "source_body_features", "source_features", "source_tokens",
-           "target_features"]
+__all__ = ["ImageSourceTokens", "eval_mode", "masked_mean", "pooled_outputs",
+           "proxy_body_features", "proxy_tokens", "source_body_features", "source_features",
+           "source_tokens", "target_features"]
 
 
 def masked_mean(tokens: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -118,13 +118,24 @@ def proxy_body_features(body: nn.Module, proxy, batch_size: int = 64) -> Tensor:
         return source_body_features(body, tokens, mask, batch_size=batch_size).cpu()
 
 
+def pooled_outputs(module: nn.Module | Callable[[Tensor], Tensor], x: Tensor,
+                   batch_size: int = 64, device: torch.device | str | None = None) -> Tensor:
+    r"""``module``'s token outputs ``(n, N, D)`` of ``x`` mean-pooled over the sequence,
+    :math:`\bar z_i = \frac1N \sum_n z_{i,n}`, in batches of ``batch_size`` on ``device``
+    (None: the module's parameters' device); gradients flow when enabled, the mode is the
+    caller's. The one pooling of unpadded token sequences (the embedder's, the body's); padded
+    proxy tokens go through :func:`masked_mean`."""
+    if device is None:
+        device = next(module.parameters()).device if isinstance(module, nn.Module) else None
+    return torch.cat([module(x[i : i + batch_size].to(device)).mean(1)
+                      for i in range(0, len(x), batch_size)])
+
+
 def target_features(model: nn.Module, x: Tensor, batch_size: int = 64) -> Tensor:
     """Mean-pooled body features of target inputs ``(n, D_out)``; gradients flow when enabled.
 
     The mode is the caller's (stage-1 losses and the bound use :func:`eval_mode`)."""
-    device = next(model.parameters()).device
-    return torch.cat([model.features(x[i : i + batch_size].to(device)).mean(1)
-                      for i in range(0, len(x), batch_size)])
+    return pooled_outputs(model.features, x, batch_size, next(model.parameters()).device)
 
 
 # ------------------------------------------------ a proxy through the body's input layer

@@ -127,3 +127,19 @@ def test_method_resumes_from_a_checkpoint_to_the_uninterrupted_result(
     for r in (resumed, full):
         r["method_report"].pop("alignment_shared", None)
     assert resumed["method_report"] == full["method_report"]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_option_carries_its_help_and_crossmodal_methods_prints_it(method, capsys):
+    from crossmodal.cli import main
+    from crossmodal.methods import method_options
+
+    options = method_options(method)
+    assert all(len(o["help"]) > 10 for o in options), [o["name"] for o in options
+                                                       if len(o["help"]) <= 10]
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    block = out[out.index(f"{method}: "):].split("\n\n")[0]
+    for o in options:
+        assert f"    {o['name']} = {o['default']!r}" in block
+        assert o["help"].split()[0] in block

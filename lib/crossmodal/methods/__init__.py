@@ -17,7 +17,9 @@ from crossmodal.methods.base import (
     MethodConfig,
     RunContext,
     get_method,
+    method_options,
     register_method,
 )
 
-__all__ = ["METHODS", "Method", "MethodConfig", "RunContext", "get_method", "register_method"]
+__all__ = ["METHODS", "Method", "MethodConfig", "RunContext", "get_method", "method_options",
+           "register_method"]

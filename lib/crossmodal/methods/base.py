@@ -103,6 +103,21 @@ def register_method(cls: type[Method]) -> type[Method]:
     return cls
 
 
+def method_options(name: str) -> list[dict[str, Any]]:
+    """A registered method's options as data: ``name``, ``type``, ``default`` and ``help`` of
+    every field of its config (the help text is the field's ``metadata["help"]``;
+    ``crossmodal methods`` prints it)."""
+    if name not in METHODS:
+        raise unknown_name("method", name, list(METHODS))
+    config = METHODS[name].config_class()
+    out = []
+    for f in fields(config):
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        out.append({"name": f.name, "type": kind, "default": getattr(config, f.name),
+                    "help": f.metadata.get("help", "")})
+    return out
+
+
 def get_method(name: str, **overrides: Any) -> Method:
     """Instantiate a registered method, with config fields overridden by keyword."""
     if name not in METHODS:

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -47,7 +47,9 @@ class Scratch(Method):
 class FPTConfig(MethodConfig):
     """Frozen body; ``train_layernorm`` keeps the body's LayerNorm affine parameters trainable."""
 
-    train_layernorm: bool = True
+    train_layernorm: bool = field(default=True, metadata={
+        "help": "keep the body's LayerNorm affine parameters trainable (the rest of the body "
+                "is frozen)."})
 
 
 def is_layernorm_parameter(name: str) -> bool:

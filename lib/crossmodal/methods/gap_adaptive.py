@@ -81,7 +81,7 @@ Choices where the slides leave room:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -91,7 +91,7 @@ from torch import nn
 
 from crossmodal.distances import mmd, otdd
 from crossmodal.errors import InvalidInputError, unknown_name
-from crossmodal.features import eval_mode, source_body_features
+from crossmodal.features import eval_mode, pooled_outputs, source_body_features
 from crossmodal.heads import PooledLinearHead
 from crossmodal.losses import cross_entropy, task_loss
 from crossmodal.methods._stage import Stage
@@ -219,14 +219,10 @@ def label_vectors(task, y: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def pooled_body_features(model: nn.Module, tokens: torch.Tensor,
                          batch_size: int = 64) -> torch.Tensor:
-    """Mean-pooled body outputs g(tokens), (n, D_out), without gradients."""
-    was_training = model.training
-    model.eval()
-    device = next(model.body.parameters()).device
-    out = [model.body(tokens[i : i + batch_size].to(device)).mean(1).cpu()
-           for i in range(0, len(tokens), batch_size)]
-    model.train(was_training)
-    return torch.cat(out)
+    """Mean-pooled body outputs g(tokens), (n, D_out), in eval mode, without gradients, on the
+    CPU (:func:`crossmodal.features.pooled_outputs`)."""
+    with eval_mode(model):
+        return pooled_outputs(model.body, tokens, batch_size).cpu()
 
 
 def source_length(bank: SourceBank) -> int:
@@ -288,23 +284,51 @@ class GapAdaptiveAConfig(MethodConfig):
     proxy, proxy_samples : the proxy source dataset.
     """
 
-    embedder_stage: str = "emb"
-    embedder_stage_options: dict | None = None
-    embedder_epochs: int = 1
-    embedder_lr: float = 1e-3
-    embedder_batch_size: int = 16
-    gap_distance: str = "auto"
-    otdd_inner: str = "exact"
-    gap_samples: int = 500
-    gap_mmd_squared: bool = False
-    weighting: str = "continuous"
-    alpha: float = 1.0
-    beta: float = 1.0
-    eps: float = 1e-3
-    gamma: float = 1.0
-    max_source_weight: float = 100.0
-    proxy: str | None = None
-    proxy_samples: int = 2000
+    embedder_stage: str = field(
+        default="emb",
+        metadata={"help": "``none`` | ``emb`` | a registered method name (``orca``, ``mona``)."})
+    embedder_stage_options: dict | None = field(
+        default=None,
+        metadata={"help": "options of that method's config, a dict (CLI: -o "
+                          "\"embedder_stage_options={'align_epochs': 2}\")."})
+    embedder_epochs: int = field(
+        default=1,
+        metadata={"help": "epochs of the ``emb`` stage (Adam on the embedder with the task loss)."})
+    embedder_lr: float = field(
+        default=1e-3,
+        metadata={"help": "learning rate of the ``emb`` stage."})
+    embedder_batch_size: int = field(
+        default=16,
+        metadata={"help": "micro-batch size of the ``emb`` stage."})
+    gap_distance: str = field(default="auto", metadata={"help": "``auto`` | ``otdd`` | ``mmd``."})
+    otdd_inner: str = field(default="exact", metadata={"help": "``exact`` | ``gaussian``."})
+    gap_samples: int = field(
+        default=500,
+        metadata={"help": "target and proxy samples used to estimate D."})
+    gap_mmd_squared: bool = field(
+        default=False,
+        metadata={"help": "D = MMD^2 instead of the slides' MMD for continuous labels."})
+    weighting: str = field(
+        default="continuous",
+        metadata={"help": "``continuous`` (Option 2) | ``switch`` (Option 1)."})
+    alpha: float = field(default=1.0, metadata={"help": "alpha, the weight of the target loss."})
+    beta: float = field(
+        default=1.0,
+        metadata={"help": "beta, the numerator of the source weight beta / (eps + D) (Option 2) or "
+                          "the source weight above Gamma (Option 1)."})
+    eps: float = field(default=1e-3, metadata={"help": "eps of beta / (eps + D) (> 0)."})
+    gamma: float = field(
+        default=1.0,
+        metadata={"help": "Gamma, the gap threshold of the switch (Option 1)."})
+    max_source_weight: float = field(
+        default=100.0,
+        metadata={"help": "cap of beta / (eps + D) in Option 2 (reported when it binds)."})
+    proxy: str | None = field(
+        default=None,
+        metadata={"help": "proxy source dataset (None: the body's default)."})
+    proxy_samples: int = field(
+        default=2000,
+        metadata={"help": "proxy samples used (source bank and D)."})
 
     def __post_init__(self) -> None:
         if self.gap_distance not in GAP_DISTANCES:
@@ -623,16 +647,28 @@ class GapAdaptiveBConfig(PaReConfig):
     freeze_embedder : keep the stage-1 embedder fixed during fine-tuning.
     """
 
-    gate: str = "attention"
-    noise_scales: tuple[float, ...] = (0.1, 0.3, 0.5)
-    noise_steps: int = 3
-    contrastive_epochs: int = 3
-    contrastive_lr: float = 1e-3
-    contrastive_batch_size: int = 64
-    contrastive_tau: float = 0.1
-    contrastive_eps: float = 0.1
-    pseudo_label_k: int = 10
-    freeze_embedder: bool = False
+    gate: str = field(default="attention", metadata={
+        "help": "PaRe's gate network (``fc`` | ``mlp`` | ``mlp_dropout`` | ``attention``); "
+                "version B: ``attention``."})
+    noise_scales: tuple[float, ...] = field(
+        default=(0.1, 0.3, 0.5),
+        metadata={"help": "the noise scales sigma_k of the perturbations (K of them, each in (0, "
+                          "1))."})
+    noise_steps: int = field(
+        default=3,
+        metadata={"help": "T, the perturbation steps per noise scale (the expanded set has n x K x "
+                          "T samples)."})
+    contrastive_epochs: int = field(default=3, metadata={"help": "stage 1 training."})
+    contrastive_lr: float = field(default=1e-3, metadata={"help": "stage 1 training."})
+    contrastive_batch_size: int = field(default=64, metadata={"help": "stage 1 training."})
+    contrastive_tau: float = field(default=0.1, metadata={"help": "temperature of exp(cos/tau)."})
+    contrastive_eps: float = field(default=0.1, metadata={"help": "epsilon of lambda_ij."})
+    pseudo_label_k: int = field(
+        default=10,
+        metadata={"help": "k-means groups for continuous targets."})
+    freeze_embedder: bool = field(
+        default=False,
+        metadata={"help": "keep the stage-1 embedder fixed during fine-tuning."})
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -70,7 +70,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -83,6 +83,7 @@ from crossmodal.data.proxies import default_proxy, load_proxy
 from crossmodal.errors import InvalidInputError
 from crossmodal.features import (
     eval_mode,
+    pooled_outputs,
     proxy_body_features,
     source_body_features,
     source_tokens,
@@ -115,20 +116,47 @@ class MoNAConfig(MethodConfig):
     discrepancy_distance : d of Algorithm 2 (``"disagreement"`` | ``"tv"`` | ``"kl"``).
     """
 
-    meta_steps: int = 50
-    inner_lr: float = 1e-2
-    outer_lr: float = 1e-3
-    outer_weight: float = 5.0
-    meta_batch_size: int = 16
-    source_batch_size: int = 16
-    uniformity_t: float = 2.0
-    normalize: bool = True
-    signs: str = "standard"
-    train_head: bool = False
-    proxy: str | None = None
-    proxy_samples: int = 500
-    discrepancy_trials: int = 100
-    discrepancy_distance: str = "disagreement"
+    meta_steps: int = field(
+        default=50,
+        metadata={"help": "I_1, outer iterations of stage 1 (0: plain fine-tuning)."})
+    inner_lr: float = field(
+        default=1e-2,
+        metadata={"help": "alpha, the SGD step of the virtual update."})
+    outer_lr: float = field(
+        default=1e-3,
+        metadata={"help": "beta, the Adam learning rate of the embedder (and head) in stage 1."})
+    outer_weight: float = field(
+        default=5.0,
+        metadata={"help": "lambda in L'_outer = lambda * L_outer + L_inner."})
+    meta_batch_size: int = field(
+        default=16,
+        metadata={"help": "target samples per stage-1 iteration."})
+    source_batch_size: int = field(
+        default=16,
+        metadata={"help": "proxy samples per stage-1 iteration."})
+    uniformity_t: float = field(
+        default=2.0,
+        metadata={"help": "t of the uniformity loss (Wang & Isola: 2)."})
+    normalize: bool = field(
+        default=True,
+        metadata={"help": "L2-normalise features before alignment/uniformity."})
+    signs: str = field(
+        default="standard",
+        metadata={"help": "``\"standard\"`` (Wang & Isola) or ``\"slides\"`` (as written in the "
+                          "slides)."})
+    train_head: bool = field(
+        default=False,
+        metadata={"help": "the outer step also updates the head (Algorithm 1: no, the default)."})
+    proxy: str | None = field(
+        default=None,
+        metadata={"help": "proxy dataset (None: the body's default)."})
+    proxy_samples: int = field(default=500, metadata={"help": "proxy samples loaded."})
+    discrepancy_trials: int = field(
+        default=100,
+        metadata={"help": "I of Algorithm 2 for the report (0: skip)."})
+    discrepancy_distance: str = field(
+        default="disagreement",
+        metadata={"help": "d of Algorithm 2 (``\"disagreement\"`` | ``\"tv\"`` | ``\"kl\"``)."})
 
     def __post_init__(self) -> None:
         if self.signs not in SIGNS:
@@ -595,7 +623,7 @@ class DiscrepancyProbe:
         with torch.no_grad(), eval_mode(model):
             emb = torch.cat([model.embedder(xs[i : i + 64].to(device))
                              for i in range(0, len(xs), 64)])
-            pooled0 = torch.cat([body0(emb[i : i + 64]).mean(1) for i in range(0, len(emb), 64)])
+            pooled0 = pooled_outputs(body0, emb, 64, emb.device)
             logits = head(pooled0.cpu()).double()
             tuned = head(target_features(model, xs).cpu()).double()
         k = task.num_outputs

@@ -54,7 +54,7 @@ Choices where the papers leave room (documented here and in the report):
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -64,7 +64,7 @@ from torch import nn
 from crossmodal.data.proxies import default_proxy, load_proxy
 from crossmodal.distances import OTDDSource, mmd, orca_mmd, orca_pairwise_l2
 from crossmodal.errors import InvalidInputError
-from crossmodal.features import source_features
+from crossmodal.features import pooled_outputs, source_features
 from crossmodal.methods._stage import STAGE_OPTIMIZERS, Stage, StageCache
 from crossmodal.methods.base import Method, MethodConfig, RunContext, register_method
 
@@ -113,25 +113,74 @@ class ORCAConfig(MethodConfig):
     eval_samples : target samples used for ``otdd_before``/``otdd_after``.
     """
 
-    align_score: str = "otdd"
-    align_epochs: int = 10
-    align_lr: float = 1e-3
-    align_optimizer: str = "adam"
-    align_betas: tuple[float, float] = (0.9, 0.999)
-    align_weight_decay: float = 0.0
-    align_momentum: float = 0.0
-    align_lr_steps: tuple[int, ...] = ()
-    align_lr_gamma: float = 0.2
-    align_samples_per_class: int = 128
-    proxy: str | None = None
-    proxy_samples: int = 5000
-    otdd_inner: str = "exact"
-    detach_label_distances: bool = True
-    otdd_inner_debiased: bool = True
-    freeze: str = "none"
-    pseudo_label_k: int = 10
-    eval_samples: int = 500
-    multilabel_labels: str = "kmeans"
+    align_score: str = field(
+        default="otdd",
+        metadata={"help": "``\"otdd\"`` | ``\"mmd\"`` | ``\"l2\"`` (ORCA's three objectives) | "
+                          "``\"mean_l2\"`` | ``\"mmd_multiscale\"`` (the kit's own) | "
+                          "``\"none\"`` (no alignment: NFT with ORCA's architecture)."})
+    align_epochs: int = field(
+        default=10,
+        metadata={"help": "embedder-training epochs (one optimiser step each, as in ORCA)."})
+    align_lr: float = field(
+        default=1e-3,
+        metadata={"help": "learning rate of the embedder during alignment."})
+    align_optimizer: str = field(
+        default="adam",
+        metadata={"help": "``\"adam\"`` (kit default), ``\"adamw\"`` or ``\"sgd\"``; the paper "
+                          "profile: ORCA's fine-tuning optimiser of the task."})
+    align_betas: tuple[float, float] = field(
+        default=(0.9, 0.999),
+        metadata={"help": "betas of the alignment optimiser (Adam/AdamW)."})
+    align_weight_decay: float = field(
+        default=0.0,
+        metadata={"help": "weight decay of the alignment optimiser."})
+    align_momentum: float = field(
+        default=0.0,
+        metadata={"help": "momentum of the alignment optimiser (SGD)."})
+    align_lr_steps: tuple[int, ...] = field(
+        default=(),
+        metadata={"help": "StepLR of ORCA's no_warmup_scheduler: the rate is multiplied by "
+                          "align_lr_gamma after each of these alignment epochs (ORCA: (20, 40, "
+                          "60)); (): constant."})
+    align_lr_gamma: float = field(default=0.2, metadata={"help": "the StepLR factor (ORCA: 0.2)."})
+    align_samples_per_class: int = field(
+        default=128,
+        metadata={"help": "at most this many target samples per class and epoch."})
+    proxy: str | None = field(
+        default=None,
+        metadata={"help": "proxy dataset name (None: the body's default, "
+                          "crossmodal.data.proxies.default_proxy)."})
+    proxy_samples: int = field(
+        default=5000,
+        metadata={"help": "at most this many proxy samples (ORCA: 5000)."})
+    otdd_inner: str = field(
+        default="exact",
+        metadata={"help": "``\"exact\"`` or ``\"gaussian\"`` (ORCA's ``otdd-exact`` / "
+                          "``otdd-gaussian``)."})
+    detach_label_distances: bool = field(
+        default=True,
+        metadata={"help": "treat the label-to-label distances W(y, y') as constants in the "
+                          "gradient (as ORCA's code does); the feature term still carries the "
+                          "gradient."})
+    otdd_inner_debiased: bool = field(
+        default=True,
+        metadata={"help": "debias the exact label-to-label distances (ORCA's call passes "
+                          "``inner_ot_debiased=True``; microsoft/otdd's and the kit's ``otdd`` "
+                          "default is False)."})
+    freeze: str = field(
+        default="none",
+        metadata={"help": "during refinement, freeze ``\"none\"``, the ``\"embedder\"``, the "
+                          "``\"body\"`` or ``\"both\"`` (then only the head trains)."})
+    pseudo_label_k: int = field(
+        default=10,
+        metadata={"help": "k of the k-means pseudo-labels for continuous and multi-label targets."})
+    eval_samples: int = field(
+        default=500,
+        metadata={"help": "target samples used for ``otdd_before``/``otdd_after``."})
+    multilabel_labels: str = field(
+        default="kmeans",
+        metadata={"help": "``\"kmeans\"`` (ORCA) or ``\"first_positive\"`` (the index of the "
+                          "first positive label, 0 when none: the kit's former approximation)."})
 
     def __post_init__(self) -> None:
         if self.align_score not in ALIGN_SCORES:
@@ -185,9 +234,9 @@ def alignment_labels(task, y: np.ndarray, k: int = 10, seed: int = 0,
 
 
 def embedded_features(embedder: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Mean-pooled embedder outputs (the body's input space), with gradients."""
-    return torch.cat([embedder(x[i : i + batch_size]).mean(1)
-                      for i in range(0, len(x), batch_size)])
+    """Mean-pooled embedder outputs (the body's input space), with gradients
+    (:func:`crossmodal.features.pooled_outputs`; ``x`` is already on the embedder's device)."""
+    return pooled_outputs(embedder, x, batch_size, x.device)
 
 
 class AlignmentScore:

@@ -79,7 +79,7 @@ Choices where the paper leaves room (also in docs/methods_pare_gap.md):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -224,25 +224,55 @@ class PaReConfig(MethodConfig):
         the paper's Gumbel selection throughout.
     """
 
-    k0: int | None = None
-    k_final: int = 0
-    k_schedule: str = "linear"
-    lambda_mode: str = "k_over_N"
-    gate: str = "fc"
-    gate_hidden: int = 256
-    gate_dropout: float = 0.1
-    tau: float = 0.9
-    gumbel_scale: float = 1.0
-    selection: str = "gate"
-    mixing: str = "patch_replacement"
-    variant: str = "pare"
-    beta1: float = 1.0
-    beta2: float = 1.0
-    proxy: str | None = None
-    proxy_samples: int = 2000
-    source_align: str = "tile"
-    source_tokens: int | None = None
-    topk_switch_epoch: int | None = None
+    k0: int | None = field(
+        default=None,
+        metadata={"help": "initial number of replaced patches (capped to N); None: the paper's "
+                          "(200 for Cosmic, 3000 otherwise)."})
+    k_final: int = field(default=0, metadata={"help": "final number of replaced patches (<= k0)."})
+    k_schedule: str = field(
+        default="linear",
+        metadata={"help": "``linear`` | ``exponential`` | ``piecewise`` | ``non_gradual`` | "
+                          "``constant``."})
+    lambda_mode: str = field(
+        default="k_over_N",
+        metadata={"help": "``k_over_N`` (paper) | ``k_over_k0`` (slides)."})
+    gate: str = field(
+        default="fc",
+        metadata={"help": "``fc`` | ``mlp`` | ``mlp_dropout`` | ``attention``."})
+    gate_hidden: int = field(default=256, metadata={"help": "hidden width of the ``mlp`` gates."})
+    gate_dropout: float = field(
+        default=0.1,
+        metadata={"help": "dropout of the ``mlp_dropout`` gate."})
+    tau: float = field(default=0.9, metadata={"help": "Gumbel-softmax temperature."})
+    gumbel_scale: float = field(default=1.0, metadata={"help": "noise multiplier (0: no noise)."})
+    selection: str = field(default="gate", metadata={"help": "``gate`` | ``random`` (Table 5)."})
+    mixing: str = field(
+        default="patch_replacement",
+        metadata={"help": "``patch_replacement`` | ``mixup`` | ``cutmix`` (Table 4)."})
+    variant: str = field(
+        default="pare",
+        metadata={"help": "``pare`` | ``target_mixup`` | ``target_mask`` | ``no_source_loss`` "
+                          "(Table 18)."})
+    beta1: float = field(default=1.0, metadata={"help": "beta1, the weight of the target loss."})
+    beta2: float = field(
+        default=1.0,
+        metadata={"help": "beta2, the weight of the mixed (intermediate-modality) loss."})
+    proxy: str | None = field(
+        default=None,
+        metadata={"help": "proxy dataset of the source patches (None: the body's default)."})
+    proxy_samples: int = field(default=2000, metadata={"help": "proxy samples in the source bank."})
+    source_align: str = field(
+        default="tile",
+        metadata={"help": "``tile`` | ``resample`` | ``truncate`` (source length -> N)."})
+    source_tokens: int | None = field(
+        default=None,
+        metadata={"help": "keep only the first this many source positions (None: all); the "
+                          "authors' 1D code uses 32 (with ``source_align=\"truncate\"``)."})
+    topk_switch_epoch: int | None = field(
+        default=None,
+        metadata={"help": "from this epoch (0-based) on, select hard top-k patches by the gate "
+                          "and replace the *top* target patches (the authors' code: 10 in 2D, 5 "
+                          "in 1D)."})
 
     def __post_init__(self) -> None:
         for name, valid in (("k_schedule", K_SCHEDULES), ("lambda_mode", LAMBDA_MODES),

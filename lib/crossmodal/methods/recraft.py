@@ -105,7 +105,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -156,27 +156,70 @@ class RECRAFTConfig(MethodConfig):
         samples, and the fraction held out for the bound's source error and FA.
     """
 
-    kappa: float = 0.5
-    rho: float = 100.0
-    recal_epochs: int = 300
-    recal_lr: float = 1e-2
-    kappa_enforce: str = "rescale"
-    stage1: str = "joint"
-    fa_epochs: int = 60
-    fld_epochs: int = 4
-    stage1_lr: float = 1e-3
-    stage1_batch_size: int = 32
-    stage1_samples: int = 256
-    fa_solver: str = "sinkhorn"
-    fa_reg: float = 0.05
-    fa_debias: bool = True
-    label_bins: int = 10
-    predictor: str = "auto"
-    finetune: str = "all"
-    freeze_source_head: bool = True
-    proxy: str | None = None
-    proxy_samples: int = 500
-    proxy_holdout: float = 0.2
+    kappa: float = field(
+        default=0.5,
+        metadata={"help": "Lipschitz threshold of the source loss [0.5 RoBERTa, 0.3 Swin] (units: "
+                          "the module docstring)."})
+    rho: float = field(
+        default=100.0,
+        metadata={"help": "strength of the hinge gradient penalty of the recalibration [100 in "
+                          "the public code]."})
+    recal_epochs: int = field(
+        default=300,
+        metadata={"help": "full-batch Adam steps of the recalibration."})
+    recal_lr: float = field(default=1e-2, metadata={"help": "learning rate of the recalibration."})
+    kappa_enforce: str = field(
+        default="rescale",
+        metadata={"help": "``\"rescale\"`` scales the head's weights so that its certified "
+                          "Lipschitz constant is at most kappa; ``\"none\"`` keeps the penalised "
+                          "fit (FA then uses its larger certified constant)."})
+    stage1: str = field(
+        default="joint",
+        metadata={"help": "``\"joint\"`` (FA + FLD, Eq. 11, then FLD alone) or ``\"sequential\"`` "
+                          "(FA alone, then FLD alone)."})
+    fa_epochs: int = field(
+        default=60,
+        metadata={"help": "stage-1 epochs on FA (+ FLD when joint) [60]."})
+    fld_epochs: int = field(
+        default=4,
+        metadata={"help": "stage-1 epochs on the FLD loss alone [4; 2 for ECG and DeepSEA]."})
+    stage1_lr: float = field(
+        default=1e-3,
+        metadata={"help": "Adam learning rate of the embedder in stage 1."})
+    stage1_batch_size: int = field(default=32, metadata={"help": "micro-batch size of stage 1."})
+    stage1_samples: int = field(default=256, metadata={"help": "target samples per stage-1 epoch."})
+    fa_solver: str = field(
+        default="sinkhorn",
+        metadata={"help": "``\"sinkhorn\"`` (entropic, POT, the paper's) or ``\"emd\"`` (exact "
+                          "W1)."})
+    fa_reg: float = field(
+        default=0.05,
+        metadata={"help": "entropic regularisation, relative to the mean cost of the batch."})
+    fa_debias: bool = field(
+        default=True,
+        metadata={"help": "the bound's FA is kappa * max(0, W1 - floor), the floor being the W1 "
+                          "between two halves of the held-out proxy (False: the plug-in kappa * "
+                          "W1)."})
+    label_bins: int = field(
+        default=10,
+        metadata={"help": "classes of discretised continuous targets [10]."})
+    predictor: str = field(
+        default="auto",
+        metadata={"help": "``\"auto\"`` | ``\"transport\"`` | ``\"head\"`` (see the module "
+                          "docstring)."})
+    finetune: str = field(
+        default="all",
+        metadata={"help": "``\"all\"`` or ``\"predictor\"`` (what stage 2 trains)."})
+    freeze_source_head: bool = field(
+        default=True,
+        metadata={"help": "keep the recalibrated source head fixed in stage 2."})
+    proxy: str | None = field(
+        default=None,
+        metadata={"help": "proxy dataset (None: the body's default)."})
+    proxy_samples: int = field(default=500, metadata={"help": "proxy samples loaded."})
+    proxy_holdout: float = field(
+        default=0.2,
+        metadata={"help": "fraction of the proxy held out for the bound's source error and FA."})
 
     def __post_init__(self) -> None:
         for name, valid in (("fa_solver", FA_SOLVERS), ("predictor", PREDICTORS),
