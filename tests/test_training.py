@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from crossmodal.errors import InvalidInputError, NonFiniteLossError, UnknownNameError
+from crossmodal.profiles import default_body
 from crossmodal.runner import run
 from crossmodal.tasks import get_task
 from crossmodal.training import EpochSampler, TrainConfig, fit, make_scheduler
@@ -32,7 +33,9 @@ def test_one_epoch_of_each_baseline_on_each_smoke_task_writes_results(small_spli
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 1
     assert not (tmp_path / "checkpoint.pt").exists()  # removed once the run is complete
     if method == "scratch":
-        assert saved["body"] == "minilm-random"
+        # the profile body's random twin (smoke: minilm-l3 -> minilm-l3-random)
+        assert saved["body"] == f"{default_body(get_task(key), 'smoke')}-random"
+        assert saved["body"].startswith("minilm")
     if method == "fpt":
         nft = run(key, "nft", "smoke", epochs=1, progress=False, splits=small_splits(key, 4, 4, pick="first"))
         assert saved["n_trainable_parameters"] < nft["n_trainable_parameters"] / 5
