@@ -134,8 +134,8 @@ def _epoch_checks(runs):
     table = orca.ablation_table(runs, "smoke")
     checks = orca.orca_ablation_checks("embedder_training", table, runs)
     assert [c.claim for c in checks] == [
-        "t1: 2 alignment epochs give a lower OTDD than 0",
-        "t1: 5 alignment epochs give a lower OTDD than 2"]
+        "t1: more alignment epochs give a lower OTDD (0 -> 2)",
+        "t1: more alignment epochs give a lower OTDD (2 -> 5)"]
     return checks
 
 
@@ -156,6 +156,17 @@ def test_more_alignment_epochs_lower_otdd_contradicted_and_inconclusive():
     assert mixed[1].verdict == "inconclusive" and "3 wins, 3 losses" in mixed[1].detail
 
 
+def test_the_zero_epoch_otdd_is_the_one_before_alignment():
+    # ORCA without alignment reports no OTDD: epoch 0 is the aligned runs' OTDD before
+    runs = _align_runs(lambda e, i: 10.0 - e - 0.1 * i)
+    runs["method_report"] = [{} if v == "align_epochs=0" else rep
+                             for v, rep in zip(runs["variant"], runs["method_report"])]
+    first, second = _epoch_checks(runs)
+    assert first.verdict == "holds" and "mean OTDD after 0 epochs 10, after 2 7.75" in \
+        first.detail
+    assert second.verdict == "holds"
+
+
 def test_otdd_epoch_checks_pool_tasks_and_need_two_grid_values():
     runs = _align_runs(lambda e, i: 10.0 - e, seeds=(0, 1, 2), tasks=("t1", "t2"))
     pooled = orca.otdd_epoch_checks(runs)
@@ -163,7 +174,7 @@ def test_otdd_epoch_checks_pool_tasks_and_need_two_grid_values():
     assert pooled[0].claim.startswith("t1, t2: ")
     # per task (what the notebook prints): 3 seeds only, inconclusive whatever the signs
     assert {c.verdict for c in _epoch_checks(runs[runs["task"] == "t1"])} == {"inconclusive"}
-    assert orca.otdd_epoch_checks(runs[runs["variant"] == "align_epochs=2"]) == []
+    assert orca.otdd_epoch_checks(runs[runs["variant"] == "align_epochs=0"]) == []
 
 
 @pytest.mark.parametrize("better,expect", [(0.4, "holds"), (0.6, "contradicted")])

@@ -66,7 +66,17 @@ The levers, each with the measurement that chose it (NFT, seed 0, one CPU thread
 10. Kept: the real pretrained MiniLM weights (the pretraining ablations depend on them),
    the tasks themselves, the embedder initialisation (PyTorch's).
 
-Measured before levers 6-8 (6 layers; NFT, seeds 0 / 1 / 2): digits 18.5 / 18.5 / 16.5 %,
+Measured with this recipe (``crossmodal.runner.run``, one CPU thread, seeds 0 / 1 / 2):
+NFT digits 15.0 / 15.0 / 12.5 % (mean 14.2), BasicMotions 12.5 / 0.0 / 0.0 % (4.2),
+GunPoint 4.7 / 17.3 / 17.3 % (13.1), advection nRMSE 0.356 / 0.342 / 0.381 (0.360); ORCA
+(seed 0) 15.5 %, 12.5 %, 27.3 %, 0.363. CPU seconds per run (seed 1, every method; scratch,
+fpt, nft, orca, pare, mona, recraft, gap_adaptive_a, gap_adaptive_b): GunPoint 4.8, 2.2,
+3.3, 4.0, 3.9, 3.4, 5.7, 8.6, 3.7; BasicMotions 1.7, 1.2, 1.8, 2.7, 2.9, ~3, 5.4, ~3, 3.5;
+digits 4.3, 3.1, 3.8, 5.0, 6.4, 4.4, 6.2, 13.2, 7.9; advection 5.8, 3.4, 6.0, 7.6, 10.9,
+~6.5, 8.8, 23.7, 13.2: about 200 s per seed for the 36 runs of ``main_results`` (was about
+630 s with 6 layers, 6 GunPoint tokens, 12 advection epochs and 64-token proxy sentences).
+
+Measured before levers 6-9 (6 layers; NFT, seeds 0 / 1 / 2): digits 18.5 / 18.5 / 16.5 %,
 GunPoint 32.7 / 32.7 / 33.3 %, advection nRMSE 0.41 / 0.45 / 0.53, BasicMotions 7.5 / 10.0 /
 10.0 %. Classical references on the same splits: digits logistic regression 4.5 % / 1-NN
 3.0 %, GunPoint 14.7 % / 8.7 %, BasicMotions 27.5 % / 40 %, advection least squares 0.009

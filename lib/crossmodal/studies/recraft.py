@@ -189,8 +189,8 @@ def check_gap_claim(frame: pd.DataFrame) -> Check | None:
         detail=(f"d = {fmt_value(claim)} - gap, in percentage points; mean gap "
                 f"{fmt_value(float(gaps.mean()))} % (95 % bootstrap CI {fmt_value(lo)} .. "
                 f"{fmt_value(hi)} %) over {len(gaps)} (task, seed) pairs of "
-                f"{pairs['task'].nunique()} tasks; gap per task/seed: {per_pair}; "
-                f"paper: {raw}"),
+                f"{pairs['task'].nunique()} task{'s' if pairs['task'].nunique() > 1 else ''}; "
+                f"gap per task/seed: {per_pair}"),
         paper=f"App. B: averaged gap {raw}")
 
 
