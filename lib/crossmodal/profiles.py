@@ -90,6 +90,7 @@ from functools import cache
 from typing import Any
 
 from crossmodal.errors import unknown_name
+from crossmodal.methods import METHODS
 from crossmodal.paper_tables import hyperparameter_rows
 from crossmodal.tasks import TaskSpec
 
@@ -152,6 +153,7 @@ def train_defaults(task: TaskSpec, profile: str | Profile) -> dict:
     """
     p = get_profile(profile) if isinstance(profile, str) else profile
     if p.name == "paper":
+        # protocol reads the profiles (method_defaults, train_defaults): imported here
         from crossmodal.protocol import ORCA_CONFIGS, paper_tasks, resolve
 
         if task.key not in ORCA_CONFIGS or task.key not in paper_hyperparameters():
@@ -247,8 +249,6 @@ def method_defaults(method: str, profile: str | Profile) -> dict:
     p = get_profile(profile) if isinstance(profile, str) else profile
     defaults = dict(METHOD_PROFILE_OPTIONS.get(method, {}).get(p.name, {}))
     try:
-        from crossmodal.methods import METHODS
-
         fields = {f.name for f in dataclasses.fields(METHODS[method].config_class)}
         defaults = {k: v for k, v in defaults.items() if k in fields}
     except KeyError:  # not registered: the run will say so

@@ -33,7 +33,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crossmodal.errors import InvalidInputError, unknown_name
+from crossmodal.methods import METHODS, get_method
+from crossmodal.models import default_head
 from crossmodal.paper_tables import hyperparameter_rows
+from crossmodal.tasks import get_task
+from crossmodal.training import TrainConfig
 
 ORCA_REF = "ORCA@19b8c1c"
 PARE_REF = "PaRe@7d5362c"
@@ -193,7 +197,6 @@ class Protocol:
 
     def method_options(self) -> dict[str, Any]:
         """Method config overrides (fields of the method's config dataclass only)."""
-        from crossmodal.methods import METHODS
 
         valid = {f.name for f in dataclasses.fields(METHODS[self.method].config_class)}
         return {k: s.value for k, s in self.stage.items() if k in valid}
@@ -317,8 +320,8 @@ def _paper_train(task, method: str) -> dict[str, Setting]:
 
 
 def _profile_train(task, profile) -> dict[str, Setting]:
+    # profiles reads this table for the paper profile: imported here, not at the top
     from crossmodal.profiles import train_defaults
-    from crossmodal.training import TrainConfig
 
     d = TrainConfig()
     given = train_defaults(task, profile)
@@ -376,7 +379,6 @@ def _loss(task) -> dict[str, Setting]:
     out = {"loss": Setting(task.loss, src if task.benchmark != "smoke" else "task registry")}
     for k, v in (task.loss_options or {}).items():
         out[k] = Setting(v, src)
-    from crossmodal.models import default_head
 
     dense = {"1D": "parameter-free pooling over the hidden dimension (PooledDenseHead1D)",
              "2D": "1x1 conv + PixelShuffle decoder (PixelShuffleHead2D)"}[task.modality]
@@ -414,12 +416,12 @@ def _input_source(task) -> str:
 
 
 def _stage(task, method: str, profile_name: str) -> tuple[dict[str, Setting], dict[str, Setting]]:
-    from crossmodal.methods import get_method
 
     cfg = get_method(method).config
     kit = "kit default"
     stage = {f.name: Setting(getattr(cfg, f.name), kit) for f in dataclasses.fields(cfg)}
     notes: dict[str, Setting] = {}
+    # profiles reads this table for the paper profile: imported here, not at the top
     from crossmodal.profiles import method_defaults
 
     # the profile's stage options (crossmodal.profiles.METHOD_PROFILE_OPTIONS), as runs use
@@ -521,9 +523,8 @@ def resolve(task: str | Any, method: str = "nft", profile: str = "paper") -> Pro
         For an unknown task, method or profile, or a task without paper settings in the
         paper profile (the message lists the valid names).
     """
-    from crossmodal.methods import METHODS
+    # profiles reads this table for the paper profile: imported here, not at the top
     from crossmodal.profiles import get_profile
-    from crossmodal.tasks import get_task
 
     spec = get_task(task) if isinstance(task, str) else task
     prof = get_profile(profile)
