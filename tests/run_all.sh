@@ -9,8 +9,9 @@
 # ~90, recraft_kappa_sensitivity ~70, recraft_bound_tightness ~56, mona_discrepancy ~35,
 # 00_quickstart ~18 (plus ~10-30 s per notebook for its kernel, imports and studies);
 # tests/ 577 s (measured: pytest tests, one thread, 985 tests). Lane A ~920 s + overheads,
-# lane B ~890 s + overheads: each about 16 min of one core, half of running them in turn. Each lane is an ordinary
-# pytest run (same options from pyproject.toml); the target fails when either lane fails.
+# lane B ~890 s + overheads: each about 16 min of one core, half of running them in turn.
+# Each lane is an ordinary pytest run (same options from pyproject.toml); the target fails
+# when either lane fails.
 # Run one lane alone with e.g.
 #   .venv/bin/python -m pytest -q tests            # the unit and end-to-end tests
 #   .venv/bin/python -m pytest -q notebooks/00_quickstart.ipynb
