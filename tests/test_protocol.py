@@ -476,3 +476,18 @@ def test_the_library_raises_no_bare_not_implemented_error():
                  for i, line in enumerate(p.read_text().splitlines(), 1)
                  if "raise NotImplementedError" in line]
     assert offenders == []
+
+
+def test_train_defaults_of_the_paper_profile_are_the_protocol_table():
+    """One reader of the paper settings: protocol.train_defaults; profiles refuses 'paper'."""
+    from crossmodal.errors import InvalidInputError
+    from crossmodal.profiles import train_defaults as profile_train_defaults
+    from crossmodal.protocol import resolve, train_defaults
+    from crossmodal.tasks import get_task
+
+    ecg = get_task("ECG")
+    assert train_defaults(ecg, "paper") == resolve(ecg, "nft", "paper").train_kwargs()
+    smoke = get_task("smoke_digits")
+    assert train_defaults(smoke, "smoke") == profile_train_defaults(smoke, "smoke")
+    with pytest.raises(InvalidInputError, match="protocol"):
+        profile_train_defaults(ecg, "paper")

@@ -375,7 +375,7 @@ def test_kappa_checks_and_results():
 def test_weight_frame_takes_the_paper_epochs_when_epochs_is_none():
     gaps = pd.DataFrame({"task": ["ECG"], "distance": ["otdd"], "D": [1.0], "uses": [True]})
     w = st.weight_frame(gaps, None, alpha=1.0, beta=1.0, eps=1e-3, gamma=1.0, profile="paper")
-    from crossmodal.profiles import train_defaults
+    from crossmodal.protocol import train_defaults
     from crossmodal.tasks import get_task
 
     n = train_defaults(get_task("ECG"), "paper")["epochs"]

@@ -36,6 +36,8 @@ from crossmodal.errors import InvalidInputError, unknown_name
 from crossmodal.methods import METHODS, get_method
 from crossmodal.models import default_head
 from crossmodal.paper_tables import hyperparameter_rows
+from crossmodal.profiles import get_profile, method_defaults, paper_hyperparameters
+from crossmodal.profiles import train_defaults as profile_train_defaults
 from crossmodal.tasks import get_task
 from crossmodal.training import TrainConfig
 
@@ -320,11 +322,8 @@ def _paper_train(task, method: str) -> dict[str, Setting]:
 
 
 def _profile_train(task, profile) -> dict[str, Setting]:
-    # profiles reads this table for the paper profile: imported here, not at the top
-    from crossmodal.profiles import train_defaults
-
     d = TrainConfig()
-    given = train_defaults(task, profile)
+    given = profile_train_defaults(task, profile)
     src = (f"profile {profile.name} (crossmodal.profiles.train_defaults"
            + (", the smoke recipe)" if profile.name == "smoke" else ")"))
     kit = "kit default (crossmodal.training.TrainConfig)"
@@ -421,9 +420,6 @@ def _stage(task, method: str, profile_name: str) -> tuple[dict[str, Setting], di
     kit = "kit default"
     stage = {f.name: Setting(getattr(cfg, f.name), kit) for f in dataclasses.fields(cfg)}
     notes: dict[str, Setting] = {}
-    # profiles reads this table for the paper profile: imported here, not at the top
-    from crossmodal.profiles import method_defaults
-
     # the profile's stage options (crossmodal.profiles.METHOD_PROFILE_OPTIONS), as runs use
     for name, value in method_defaults(method, profile_name).items():
         if name in stage:
@@ -514,6 +510,28 @@ def pare_code_values(task) -> dict[str, tuple[Any, str]]:
     return out
 
 
+def train_defaults(task: Any, profile: str | Any) -> dict:
+    """Keyword arguments for :class:`crossmodal.training.TrainConfig` of a task in a profile.
+
+    ``paper``: the protocol table (:func:`resolve`): PaRe Tables 12/13 plus ORCA's configs
+    (summed accumulation, WarmupLR, betas (0.9, 0.98), per-task momentum and clipping).
+    ``smoke`` / ``lab``: :func:`crossmodal.profiles.train_defaults` (the smoke recipe; the lab
+    profile's values).
+
+    Raises
+    ------
+    crossmodal.errors.UnknownNameError
+        For a task without paper settings in the paper profile (lists the paper tasks).
+    """
+    spec = get_task(task) if isinstance(task, str) else task
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    if prof.name == "paper":
+        if spec.key not in ORCA_CONFIGS or spec.key not in paper_hyperparameters():
+            raise unknown_name("paper task", spec.key, paper_tasks())
+        return resolve(spec, "nft", "paper").train_kwargs()
+    return profile_train_defaults(spec, prof)
+
+
 def resolve(task: str | Any, method: str = "nft", profile: str = "paper") -> Protocol:
     """The resolved protocol of one (task, method, profile).
 
@@ -523,9 +541,6 @@ def resolve(task: str | Any, method: str = "nft", profile: str = "paper") -> Pro
         For an unknown task, method or profile, or a task without paper settings in the
         paper profile (the message lists the valid names).
     """
-    # profiles reads this table for the paper profile: imported here, not at the top
-    from crossmodal.profiles import get_profile
-
     spec = get_task(task) if isinstance(task, str) else task
     prof = get_profile(profile)
     if method not in METHODS:

@@ -32,9 +32,8 @@ from crossmodal.profiles import (
     get_profile,
     method_defaults,
     subset_sizes,
-    train_defaults,
 )
-from crossmodal.protocol import resolve
+from crossmodal.protocol import resolve, train_defaults
 from crossmodal.reporting import package_versions, write_json_atomic
 from crossmodal.runlock import RunLock, clean_stale_temporaries
 from crossmodal.runstate import CHECKPOINT, plan_run, run_fingerprint

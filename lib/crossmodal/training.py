@@ -59,7 +59,7 @@ ACCUM_SEMANTICS = ("mean", "sum")
 
 @dataclass
 class TrainConfig:
-    r"""Fine-tuning settings (defaults per task and profile: :func:`crossmodal.profiles.train_defaults`).
+    r"""Fine-tuning settings (defaults per task and profile: :func:`crossmodal.protocol.train_defaults`).
 
     The learning rate warms up linearly for ``warmup_frac`` of the optimiser steps, then
     follows ``schedule`` down to zero (ORCA uses warm-up followed by a decay).

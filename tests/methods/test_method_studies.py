@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from crossmodal.errors import InvalidInputError, UnknownNameError
-from crossmodal.methods.gap_adaptive import estimate_task_gap, weight_schedule
+from crossmodal.methods.gap_adaptive import weight_schedule
 from crossmodal.methods.mona import (
     DiscrepancyProbe,
     approximation_study,
@@ -28,6 +28,7 @@ from crossmodal.methods.recraft import (
     select_kappa,
 )
 from crossmodal.runner import run
+from crossmodal.studies.gap_adaptive import estimate_task_gap
 
 # ------------------------------------------------------------------ MoNA: Algorithm 2 study
 

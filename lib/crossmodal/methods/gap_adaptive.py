@@ -98,9 +98,6 @@ from crossmodal.methods._stage import Stage
 from crossmodal.methods.base import Method, MethodConfig, RunContext, get_method, register_method
 from crossmodal.methods.pare import PaRe, PaReConfig
 from crossmodal.methods.patching import SourceBank, align_source_tokens, load_source_bank
-from crossmodal.models import build_model
-from crossmodal.tasks import get_task, spec_for_splits
-from crossmodal.training import seed_everything
 
 GAP_DISTANCES = ("auto", "otdd", "mmd")
 WEIGHTINGS = ("continuous", "switch")
@@ -494,48 +491,6 @@ def weight_schedule(D: float, total_epochs: int, *, weighting: str = "continuous
         rows.append({"epoch": epoch, "target_weight": float(w_t), "source_weight": float(w_s)})
     return rows
 
-
-def estimate_task_gap(task, profile: str = "smoke", *, splits: dict, seed: int = 0,
-                      body: str | None = None, distances: tuple[str, ...] = (),
-                      **options: Any) -> dict[str, Any]:
-    """Version A's stages 1 and 2 alone: the modality gap D of a task, without fine-tuning.
-
-    Builds the model as :func:`crossmodal.runner.run` does (same seed, same body), runs
-    :class:`GapAdaptiveA`'s ``prepare`` and ``before_finetune`` (embedder stage, then D), and
-    returns the method's report (``gap``, ``gap_distance``, ...), which equals the
-    ``method_report`` of a full run with the same options. ``options`` are fields of
-    :class:`GapAdaptiveAConfig` (e.g. ``gap_distance="mmd"``). ``distances`` adds
-    ``gaps``: D under each of these estimators (``"otdd"``, ``"mmd"``, ``"auto"``) on the same
-    embedder and samples; None where the estimator does not apply (OTDD of continuous labels).
-    """
-    # profiles is the layer above the methods (it reads their configs): imported here only
-    from crossmodal.profiles import default_body, get_profile
-
-    spec = spec_for_splits(get_task(task) if isinstance(task, str) else task, splits)
-    method = get_method("gap_adaptive_a", **options)
-    prof = get_profile(profile)
-    seed_everything(seed)
-    model = build_model(spec, method.body_name(body or default_body(spec, prof)), seed=seed)
-    ctx = RunContext(profile=prof.name, seed=seed, progress=False)
-    method.prepare(model, spec, ctx)
-    report = method.before_finetune(model, spec, splits, ctx)
-    if distances:
-        x, y = splits["train"]
-        own = method.config.gap_distance
-        gaps: dict[str, float | None] = {}
-        for d in distances:
-            if d not in GAP_DISTANCES:
-                raise unknown_name("gap distance", d, GAP_DISTANCES)
-            if d == "otdd" and discrete_labels(spec, y) is None:
-                gaps[d] = None  # OTDD needs classes; the slides use MMD here
-                continue
-            method.config.gap_distance = d
-            try:
-                gaps[d] = method.measure_gap(model, spec, x, y, seed)
-            finally:
-                method.config.gap_distance = own
-        report["gaps"] = gaps
-    return report
 
 # -- version B ---------------------------------------------------------------------------------
 def perturb(x: torch.Tensor, sigma: torch.Tensor | float, steps: torch.Tensor | int, *,

@@ -23,7 +23,8 @@ from crossmodal.data.presence import is_present
 from crossmodal.data.root import data_root as resolve_root
 from crossmodal.errors import DataMissingError, InvalidInputError
 from crossmodal.paper_tables import NB360_TASKS, PDEBENCH_TASKS
-from crossmodal.profiles import get_profile, subset_sizes, train_defaults
+from crossmodal.profiles import get_profile, subset_sizes
+from crossmodal.protocol import train_defaults
 from crossmodal.tasks import get_task
 from crossmodal.training import default_num_threads
 

@@ -12,7 +12,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from crossmodal.methods.gap_adaptive import estimate_task_gap, weight_schedule
+from crossmodal.errors import unknown_name
+from crossmodal.methods import RunContext, get_method
+from crossmodal.methods.gap_adaptive import GAP_DISTANCES, discrete_labels, weight_schedule
+from crossmodal.models import build_model
 from crossmodal.notebook import (
     Check,
     NotebookSettings,
@@ -23,8 +26,50 @@ from crossmodal.notebook import (
     method_options,
     pairwise_check,
 )
-from crossmodal.profiles import train_defaults
-from crossmodal.tasks import get_task
+from crossmodal.profiles import default_body, get_profile
+from crossmodal.protocol import train_defaults
+from crossmodal.tasks import TaskSpec, get_task, spec_for_splits
+from crossmodal.training import seed_everything
+
+
+def estimate_task_gap(task: str | TaskSpec, profile: str = "smoke", *, splits: dict, seed: int = 0,
+                      body: str | None = None, distances: tuple[str, ...] = (),
+                      **options: Any) -> dict[str, Any]:
+    """Version A's stages 1 and 2 alone: the modality gap D of a task, without fine-tuning.
+
+    Builds the model as :func:`crossmodal.runner.run` does (same seed, same body), runs
+    :class:`GapAdaptiveA`'s ``prepare`` and ``before_finetune`` (embedder stage, then D), and
+    returns the method's report (``gap``, ``gap_distance``, ...), which equals the
+    ``method_report`` of a full run with the same options. ``options`` are fields of
+    :class:`GapAdaptiveAConfig` (e.g. ``gap_distance="mmd"``). ``distances`` adds
+    ``gaps``: D under each of these estimators (``"otdd"``, ``"mmd"``, ``"auto"``) on the same
+    embedder and samples; None where the estimator does not apply (OTDD of continuous labels).
+    """
+    spec = spec_for_splits(get_task(task) if isinstance(task, str) else task, splits)
+    method = get_method("gap_adaptive_a", **options)
+    prof = get_profile(profile)
+    seed_everything(seed)
+    model = build_model(spec, method.body_name(body or default_body(spec, prof)), seed=seed)
+    ctx = RunContext(profile=prof.name, seed=seed, progress=False)
+    method.prepare(model, spec, ctx)
+    report = method.before_finetune(model, spec, splits, ctx)
+    if distances:
+        x, y = splits["train"]
+        own = method.config.gap_distance
+        gaps: dict[str, float | None] = {}
+        for d in distances:
+            if d not in GAP_DISTANCES:
+                raise unknown_name("gap distance", d, GAP_DISTANCES)
+            if d == "otdd" and discrete_labels(spec, y) is None:
+                gaps[d] = None  # OTDD needs classes; the slides use MMD here
+                continue
+            method.config.gap_distance = d
+            try:
+                gaps[d] = method.measure_gap(model, spec, x, y, seed)
+            finally:
+                method.config.gap_distance = own
+        report["gaps"] = gaps
+    return report
 
 
 def gap_variants(methods: Sequence[str], profile: str, *, alpha: float, beta: float,
@@ -41,7 +86,7 @@ def gap_variants(methods: Sequence[str], profile: str, *, alpha: float, beta: fl
 def gap_estimates(nb: NotebookSettings, distances: Sequence[str] = ("otdd", "mmd"),
                   seed: int | None = None, **options: Any) -> pd.DataFrame:
     """The modality gap D of every task under each estimator, after version A's embedder
-    stage (:func:`~crossmodal.methods.gap_adaptive.estimate_task_gap`): one row per task and
+    stage (:func:`estimate_task_gap`): one row per task and
     distance, with the estimator the slides prescribe for the task (``auto``: OTDD for
     discrete labels, MMD for continuous ones). ``options``: gap_adaptive_a's fields."""
     seed = nb.seeds[0] if seed is None else seed
