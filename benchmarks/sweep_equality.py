@@ -46,20 +46,6 @@ VOLATILE_COLUMNS = ("wall_seconds",)
 TABLES = ("results.csv", "runs.csv")
 
 
-def _csv(path: Path) -> list[dict[str, Any]]:
-    import csv
-
-    def cell(text: str) -> Any:
-        try:
-            return float(text)
-        except ValueError:
-            return text
-
-    with open(path, newline="") as f:
-        return [{k: cell(v) for k, v in row.items() if k not in VOLATILE_COLUMNS}
-                for row in csv.DictReader(f)]
-
-
 def max_relative_difference(a: Any, b: Any) -> float:
     r"""The largest :math:`|x - y| / \max(|x|, |y|)` over matching numbers of two tables.
 
@@ -87,7 +73,7 @@ def max_relative_difference(a: Any, b: Any) -> float:
 
 def compare_tables(fresh: Path, reference: Path, *, rel: float) -> tuple[list[str], float]:
     """Differences of :data:`TABLES` between two report folders, and the max relative one."""
-    from crossmodal.reportcheck import compare_values
+    from crossmodal.reportcheck import compare_values, csv_rows
 
     diffs, worst = [], 0.0
     for name in TABLES:
@@ -96,7 +82,7 @@ def compare_tables(fresh: Path, reference: Path, *, rel: float) -> tuple[list[st
         if not (fresh / name).exists():
             diffs.append(f"{name}: not written by the collect run")
             continue
-        a, b = _csv(fresh / name), _csv(reference / name)
+        a, b = (csv_rows(d / name, drop=VOLATILE_COLUMNS) for d in (fresh, reference))
         diffs += compare_values(a, b, name, rel=rel)
         worst = max(worst, max_relative_difference(a, b))
     return diffs, worst
@@ -116,19 +102,6 @@ def _execute(params: dict[str, Any], out_dir: Path, *, timeout: int | None) -> N
                         execution_timeout=timeout, log_output=False)
 
 
-def _wait(runs_dir: Path, timeout_s: float) -> list:
-    from crossmodal.sweep import jobs
-
-    t0 = time.monotonic()
-    while True:
-        states = jobs.sweep_status(runs_dir)
-        if states and all(s.state in ("done", "failed") for s in states):
-            return states
-        if time.monotonic() - t0 > timeout_s:
-            raise TimeoutError(jobs.format_status(runs_dir, states))
-        time.sleep(1.0)
-
-
 def check(params: dict[str, Any], *, runs_dir: Path, work: Path, max_parallel: int,
           reference: Path | None, rel: float = 1e-3, timeout_s: float = 6 * 3600) -> dict:
     """Sweep, collect, compare; the verdict as a dict (see the module docstring)."""
@@ -143,7 +116,7 @@ def check(params: dict[str, Any], *, runs_dir: Path, work: Path, max_parallel: i
         argv += ["-p", name, repr(value)]
     if main(argv) != 0:
         raise SystemExit("crossmodal sweep failed (its message is above)")
-    states = _wait(runs_dir, timeout_s)
+    states = jobs.wait_for_runs(runs_dir, timeout_s)
     t_sweep = time.perf_counter() - t0
     failed = [s for s in states if s.state != "done"]
     collected = work / "collected"

@@ -37,16 +37,9 @@ def _sweep(runs_dir: Path, notebook: str, *args: str) -> int:
                  *args])
 
 
-def _wait(runs_dir: Path, timeout: float = 300.0) -> list[jobs.RunState]:
-    """Poll until no run is pending or running."""
-    t0 = time.monotonic()
-    while True:
-        states = jobs.sweep_status(runs_dir)
-        if states and all(s.state in ("done", "failed") for s in states):
-            return states
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(jobs.format_status(runs_dir, states))
-        time.sleep(0.5)
+def _wait(runs_dir: Path) -> list[jobs.RunState]:
+    """Poll until no run is pending or running (TimeoutError after 300 s fails the test)."""
+    return jobs.wait_for_runs(runs_dir, 300.0, poll_s=0.5)
 
 
 def _direct(notebook: str, methods: list[str], **kw):

@@ -110,7 +110,9 @@ def compare_values(fresh: Any, committed: Any, where: str = "", *, rel: float = 
     return [f"{where}: {fresh!r} != committed {committed!r}"]
 
 
-def _csv_rows(path: Path) -> list[dict[str, Any]]:
+def csv_rows(path: str | Path, drop: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The rows of a report CSV as dicts, numbers as floats, without the ``drop`` columns."""
+
     def cell(text: str) -> Any:
         try:
             return float(text)
@@ -118,7 +120,8 @@ def _csv_rows(path: Path) -> list[dict[str, Any]]:
             return text
 
     with open(path, newline="") as f:
-        return [{k: cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: cell(v) for k, v in row.items() if k not in drop}
+                for row in csv.DictReader(f)]
 
 
 def compare_report_folders(fresh: str | Path, committed: str | Path, *, rel: float = REL_TOL,
@@ -139,6 +142,6 @@ def compare_report_folders(fresh: str | Path, committed: str | Path, *, rel: flo
         if name.endswith(".json"):
             a, b = (json.loads((d / name).read_text()) for d in (fresh, committed))
         else:
-            a, b = _csv_rows(fresh / name), _csv_rows(committed / name)
+            a, b = csv_rows(fresh / name), csv_rows(committed / name)
         out += compare_values(a, b, name, rel=rel, abs_=abs_)
     return out

@@ -305,6 +305,25 @@ def sweep_status(runs_dir: str | Path) -> list[RunState]:
     return [run_state(p.parent) for p in sorted(runs_dir.glob("*/spec.json"))]
 
 
+def wait_for_runs(runs_dir: str | Path, timeout_s: float, poll_s: float = 1.0
+                  ) -> list[RunState]:
+    """Poll :func:`sweep_status` until no run of ``runs_dir`` is pending or running.
+
+    Raises
+    ------
+    TimeoutError
+        After ``timeout_s`` seconds, with the sweep's status table as its message.
+    """
+    t0 = time.monotonic()
+    while True:
+        states = sweep_status(runs_dir)
+        if states and all(s.state in ("done", "failed") for s in states):
+            return states
+        if time.monotonic() - t0 > timeout_s:
+            raise TimeoutError(format_status(runs_dir, states))
+        time.sleep(poll_s)
+
+
 def rerun_command(runs_dir: str | Path, run_id: str) -> str:
     """The command that runs one run in the foreground (what its job runs)."""
     return f"crossmodal sweep --run {shlex.quote(str(Path(runs_dir) / run_id))}"
